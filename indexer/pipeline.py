@@ -1,0 +1,174 @@
+"""One indexing run: scan, diff, embed what changed, commit per batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from vtsearch.indexer.decode import decode_loader
+from vtsearch.indexer.scan import Plan, plan_changes, scan_folder
+from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.vectors import VectorIndex
+
+from vtsearch.models.base import Embedder
+
+
+@dataclass
+class IndexReport:
+    """What a run did; ``failed`` lists ``(path, reason)`` for files that could not be indexed."""
+
+    scanned: int = 0
+    embedded: int = 0
+    unchanged: int = 0
+    relinked: int = 0
+    copied: int = 0
+    deleted: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+#: Called with (files done, files to embed) after each batch.
+Progress = Callable[[int, int], None]
+
+
+def sync_index(vindex: VectorIndex, catalog: Catalog) -> None:
+    """Apply every catalog change newer than the index's sequence number."""
+    seq, added, removed = catalog.changes_since(vindex.seq)
+    if seq != vindex.seq:
+        vindex.apply_changes(seq, added, removed)
+
+
+def index_folder(
+    root: Path,
+    catalog: Catalog,
+    vindex: VectorIndex,
+    embedder: Embedder,
+    *,
+    extensions: Iterable[str],
+    max_bytes: int,
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> IndexReport:
+    """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
+
+    Each batch commits its rows and vectors in one transaction before the next starts, so a run that
+    is killed resumes where it stopped. ``should_stop`` is polled between batches (for SIGINT).
+    """
+    t0 = time.perf_counter()
+    root = root.resolve()
+    files, rejected = scan_folder(root, extensions, max_bytes)
+    known = catalog.records()
+    # Only the files under root are this run's business; other roots in the collection stay.
+    prefix = str(root) + "/"
+    known = {p: r for p, r in known.items() if p.startswith(prefix)}
+    plan = plan_changes(files, known, rejected)
+    report = IndexReport(scanned=len(files) + len(rejected), unchanged=plan.unchanged)
+
+    _apply_cheap_changes(plan, catalog, known, report)
+    sync_index(vindex, catalog)
+
+    todo = plan.embed
+    if progress:
+        progress(0, len(todo))
+    done = 0
+    device = embedder.device
+    loader = decode_loader(
+        [f.path for f, _, _ in todo],
+        embedder.transform,
+        batch_size=batch_size,
+        workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    for pixels, decoded in loader:
+        vectors = None
+        if pixels is not None:
+            with torch.inference_mode():
+                vectors = embedder.encode_images(pixels.to(device, non_blocking=True)).vectors
+            vectors = vectors.float().cpu().numpy()
+        items, v = [], 0
+        for d in decoded:
+            stat, digest, replace_id = todo[d.index]
+            item = NewImage(stat.path, stat.size, stat.mtime_ns, digest, replace_id=replace_id)
+            if d.error is None and vectors is not None:
+                item.vector = vectors[v]
+                v += 1
+                item.width, item.height, item.format, item.taken_at = (
+                    d.width,
+                    d.height,
+                    d.format,
+                    d.taken_at,
+                )
+            else:
+                item.error = d.error
+                report.failed.append((stat.path, d.error or "unknown error"))
+            items.append(item)
+        catalog.write_batch(items)
+        sync_index(vindex, catalog)
+        done += len(decoded)
+        report.embedded += sum(1 for it in items if it.error is None)
+        if progress:
+            progress(done, len(todo))
+        if should_stop and should_stop():
+            report.interrupted = True
+            break
+
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _apply_cheap_changes(plan: Plan, catalog: Catalog, known: dict, report: IndexReport) -> None:
+    """Deletions, moves, copies and rejects: nothing here needs a decode."""
+    catalog.remove(plan.delete)
+    report.deleted = len(plan.delete)
+    catalog.touch([(rid, f.path, f.size, f.mtime_ns) for rid, f in plan.relink])
+    report.relinked = len(plan.relink)
+    if plan.copy:
+        by_hash = catalog.vectors_by_hash(h for _, h in plan.copy)
+        items = [
+            NewImage(f.path, f.size, f.mtime_ns, h, vector=np.array(by_hash[h]))
+            for f, h in plan.copy
+            if h in by_hash
+        ]
+        _fill_metadata_from_source(items, catalog)
+        catalog.write_batch(items)
+        report.copied = len(items)
+    if plan.rejected:
+        items = []
+        for f, reason in plan.rejected:
+            rec = known.get(f.path)
+            items.append(
+                NewImage(
+                    f.path,
+                    f.size,
+                    f.mtime_ns,
+                    None,
+                    error=reason,
+                    replace_id=rec.id if rec else None,
+                )
+            )
+            report.failed.append((f.path, reason))
+        catalog.write_batch(items)
+
+
+def _fill_metadata_from_source(items: list[NewImage], catalog: Catalog) -> None:
+    # A copy has the same pixels as its source, so it shares width, height and format.
+    for it in items:
+        src = catalog.row_by_hash(it.sha256) if it.sha256 else None
+        if src is not None:
+            it.width, it.height, it.format, it.taken_at = (
+                src.width,
+                src.height,
+                src.format,
+                src.taken_at,
+            )

@@ -1,0 +1,29 @@
+"""From query vectors to ranked catalog rows."""
+
+from __future__ import annotations
+
+import numpy as np
+from vtsearch.search.results import Result
+from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.vectors import VectorIndex
+
+
+def combine(vectors: np.ndarray, weights: list[float]) -> np.ndarray:
+    """Weighted sum of unit vectors, re-normalised: the query direction."""
+    v = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(0)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -> list[Result]:
+    """Top-``k`` results for one query vector, with their catalog metadata."""
+    if len(vindex) == 0:
+        return []
+    scores, ids = vindex.search(query[None, :], k)
+    hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+    rows = catalog.rows(i for i, _ in hits)
+    return [
+        Result(i, rows[i].path, s, rows[i].width, rows[i].height, rows[i].taken_at)
+        for i, s in hits
+        if i in rows  # a row deleted after the index snapshot is simply not shown
+    ]

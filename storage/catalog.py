@@ -1,0 +1,294 @@
+"""The SQLite catalog of a collection: one row per image file, its vector, and index metadata."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from vtsearch.storage.schema import SCHEMA_VERSION, Base, ImageRow, Meta, Tombstone
+
+from vtsearch.errors import ModelMismatchError, SchemaVersionError
+
+__all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the scanner needs to know of a catalogued file."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    status: str
+
+
+@dataclass
+class NewImage:
+    """One decoded-and-embedded (or failed) file, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    vector: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: datetime | None = None
+    error: str | None = None
+    #: Row to overwrite (a changed file keeps its id); None inserts a new row.
+    replace_id: int | None = None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets queries read a consistent snapshot while an indexer writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Catalog:
+    """SQLAlchemy 2.0 catalog over ``catalog.db`` in a collection folder (or any database URL).
+
+    Example:
+        >>> cat = Catalog.open(Path("/tmp/coll"))  # doctest: +SKIP
+        >>> cat.bind_model("vtsearch-lite", 640)  # doctest: +SKIP
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        Base.metadata.create_all(engine)
+        self._check_schema()
+
+    @classmethod
+    def open(cls, folder: Path) -> Catalog:
+        folder.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{folder / 'catalog.db'}")
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- metadata -------------------------------------------------------------------------------
+    def _check_schema(self) -> None:
+        stored = self.get_meta("schema_version")
+        if stored is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(stored) > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"this collection has catalog schema {stored}, newer than this vtsearch "
+                f"understands ({SCHEMA_VERSION}); upgrade vtsearch to open it"
+            )
+
+    def get_meta(self, key: str) -> str | None:
+        with Session(self.engine) as s:
+            row = s.get(Meta, key)
+            return row.value if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(Meta(key=key, value=value))
+
+    def meta(self) -> dict[str, str]:
+        with Session(self.engine) as s:
+            return {m.key: m.value for m in s.scalars(select(Meta))}
+
+    def bind_model(self, model_id: str, dim: int) -> None:
+        """Record the model of a new collection, or refuse one built by another model."""
+        stored_model, stored_dim = self.get_meta("model_id"), self.get_meta("dim")
+        if stored_model is None:
+            with Session(self.engine) as s, s.begin():
+                s.merge(Meta(key="model_id", value=model_id))
+                s.merge(Meta(key="dim", value=str(dim)))
+                s.merge(Meta(key="created_at", value=str(time.time())))
+            return
+        if stored_model != model_id or int(stored_dim or 0) != dim:
+            raise ModelMismatchError(
+                f"this collection was indexed with model '{stored_model}' (dim {stored_dim}), "
+                f"not '{model_id}' (dim {dim}); pass --model {stored_model}, or re-index into a "
+                "new collection with --db"
+            )
+
+    # -- reads ----------------------------------------------------------------------------------
+    def records(self) -> dict[str, FileRecord]:
+        """Every catalogued file by path, without vectors."""
+        cols = (
+            ImageRow.id,
+            ImageRow.path,
+            ImageRow.size,
+            ImageRow.mtime_ns,
+            ImageRow.sha256,
+            ImageRow.status,
+        )
+        with Session(self.engine) as s:
+            return {r.path: FileRecord(*r) for r in s.execute(select(*cols))}
+
+    def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of indexed files with these content hashes (for moved or copied files)."""
+        wanted = list(set(hashes))
+        out: dict[str, np.ndarray] = {}
+        with Session(self.engine) as s:
+            for i in range(0, len(wanted), 500):
+                stmt = select(ImageRow.sha256, ImageRow.vector).where(
+                    ImageRow.sha256.in_(wanted[i : i + 500]), ImageRow.status == "indexed"
+                )
+                for h, blob in s.execute(stmt):
+                    out[h] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def row_by_hash(self, sha256: str) -> ImageRow | None:
+        with Session(self.engine, expire_on_commit=False) as s:
+            row = s.scalars(
+                select(ImageRow).where(ImageRow.sha256 == sha256, ImageRow.status == "indexed")
+            ).first()
+            if row is not None:
+                s.expunge(row)
+            return row
+
+    def rows(self, ids: Iterable[int]) -> dict[int, ImageRow]:
+        ids = list(ids)
+        with Session(self.engine, expire_on_commit=False) as s:
+            found = s.scalars(select(ImageRow).where(ImageRow.id.in_(ids))).all()
+            for r in found:
+                s.expunge(r)
+        return {r.id: r for r in found}
+
+    def seq(self) -> int:
+        return int(self.get_meta("seq") or 0)
+
+    def changes_since(
+        self, seq: int
+    ) -> tuple[int, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
+        """Vectors written and removed after ``seq``, read in one snapshot.
+
+        Returns ``(current_seq, [(id, vec_seq, vector)], [(id, tombstone_seq)])``.
+        """
+        with Session(self.engine) as s, s.begin():
+            current = s.scalar(select(Meta.value).where(Meta.key == "seq"))
+            added = s.execute(
+                select(ImageRow.id, ImageRow.vec_seq, ImageRow.vector).where(
+                    ImageRow.vec_seq > seq, ImageRow.status == "indexed"
+                )
+            ).all()
+            removed = s.execute(
+                select(Tombstone.id, Tombstone.seq).where(Tombstone.seq > seq)
+            ).all()
+        return (
+            int(current) if current else 0,
+            [tuple(a) for a in added],
+            [tuple(r) for r in removed],
+        )
+
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All indexed ``(ids, vectors)`` in batches, for rebuilding the vector index."""
+        last = 0
+        with Session(self.engine) as s:
+            while True:
+                chunk = s.execute(
+                    select(ImageRow.id, ImageRow.vector)
+                    .where(ImageRow.id > last, ImageRow.status == "indexed")
+                    .order_by(ImageRow.id)
+                    .limit(batch)
+                ).all()
+                if not chunk:
+                    return
+                ids = np.fromiter((c[0] for c in chunk), dtype=np.int64, count=len(chunk))
+                vecs = np.stack([np.frombuffer(c[1], dtype=np.float32) for c in chunk])
+                last = int(ids[-1])
+                yield ids, vecs
+
+    def counts(self) -> dict[str, int]:
+        with Session(self.engine) as s:
+            rows = s.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
+        return {status: n for status, n in rows}
+
+    def failures(self) -> list[tuple[str, str]]:
+        with Session(self.engine) as s:
+            stmt = select(ImageRow.path, ImageRow.error).where(ImageRow.status == "failed")
+            return [(p, e or "") for p, e in s.execute(stmt.order_by(ImageRow.path))]
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _next_seq(self, s: Session) -> int:
+        row = s.get(Meta, "seq")
+        nxt = int(row.value) + 1 if row else 1
+        s.merge(Meta(key="seq", value=str(nxt)))
+        return nxt
+
+    def write_batch(self, items: list[NewImage]) -> list[tuple[int, np.ndarray | None]]:
+        """Insert or overwrite rows with their vectors in one transaction.
+
+        Returns ``(id, vector)`` for each item in order; ``vector`` is None for failed files.
+        """
+        out: list[tuple[int, np.ndarray | None]] = []
+        now = time.time()
+        with Session(self.engine) as s, s.begin():
+            seq = self._next_seq(s)
+            for it in items:
+                ok = it.error is None and it.vector is not None
+                row = s.get(ImageRow, it.replace_id) if it.replace_id is not None else None
+                if row is None:
+                    row = ImageRow(path=it.path)
+                    s.add(row)
+                elif row.status == "indexed" and not ok:
+                    s.merge(Tombstone(id=row.id, seq=seq))
+                row.path, row.size, row.mtime_ns, row.sha256 = (
+                    it.path,
+                    it.size,
+                    it.mtime_ns,
+                    it.sha256,
+                )
+                row.width, row.height, row.format, row.taken_at = (
+                    it.width,
+                    it.height,
+                    it.format,
+                    it.taken_at,
+                )
+                row.status = "indexed" if ok else "failed"
+                row.error = None if ok else it.error
+                row.vector = (
+                    np.ascontiguousarray(it.vector, dtype=np.float32).tobytes() if ok else None
+                )
+                row.vec_seq = seq if ok else 0
+                row.indexed_at = now
+                s.flush()
+                out.append((row.id, it.vector if ok else None))
+        return out
+
+    def touch(self, updates: list[tuple[int, str, int, int]]) -> None:
+        """Record a new path/size/mtime for files whose content did not change (moved, touched)."""
+        if not updates:
+            return
+        with Session(self.engine) as s, s.begin():
+            for row_id, path, size, mtime_ns in updates:
+                s.execute(
+                    update(ImageRow)
+                    .where(ImageRow.id == row_id)
+                    .values(path=path, size=size, mtime_ns=mtime_ns)
+                )
+
+    def remove(self, ids: list[int]) -> None:
+        """Delete rows (files that vanished) and tombstone their vectors."""
+        if not ids:
+            return
+        with Session(self.engine) as s, s.begin():
+            seq = self._next_seq(s)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                indexed = s.scalars(
+                    select(ImageRow.id).where(ImageRow.id.in_(chunk), ImageRow.status == "indexed")
+                ).all()
+                for row_id in indexed:
+                    s.merge(Tombstone(id=row_id, seq=seq))
+                s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))

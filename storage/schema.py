@@ -1,0 +1,59 @@
+"""SQLAlchemy 2.0 ORM tables of the catalog.
+
+Vectors are stored beside their row (``images.vector``) so that a row and its vector commit in one
+transaction: the FAISS file is a derived cache that can always be brought up to date from here.
+``vec_seq`` orders vector writes and ``tombstones`` records removals, so a saved FAISS index knows
+exactly which changes it is missing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column()
+    #: "indexed" (has a vector) or "failed" (see ``error``).
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    vec_seq: Mapped[int] = mapped_column(Integer, default=0)
+    indexed_at: Mapped[float] = mapped_column(Float)
+
+    # AUTOINCREMENT: an id is never reused, so a FAISS id always names one image for good.
+    __table_args__ = (Index("ix_images_vec_seq", "vec_seq"), {"sqlite_autoincrement": True})
+
+
+class Tombstone(Base):
+    """A vector removed at ``seq``; lets a stale FAISS file drop it on load."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny real models saved to disk, generated photos, an isolated home folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may touch the network
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import save_tiny_clip
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VTSEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VTSEARCH_MODEL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip", "clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-siglip", "siglip"))
+
+
+def make_photo(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """A distinct noisy gradient image; different seeds give clearly different pictures."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(0, 256, size=3)
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = base + rng.integers(-60, 60, size=(h, w, 3)) + (xx[..., None] * rng.integers(1, 4, 3))
+    arr = np.clip(arr + yy[..., None], 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    for i in range(6):
+        make_photo(folder / f"img{i}.png", seed=i)
+    make_photo(folder / "sub" / "deep.jpg", seed=99)
+    return folder

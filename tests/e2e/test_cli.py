@@ -1,0 +1,78 @@
+"""The CLI through click's CliRunner: exit codes, messages, JSON."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from vtsearch.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_index_query_status(tmp_path, photos, tiny_clip):
+    db = tmp_path / "coll"
+    r = run("--db", db, "--model", tiny_clip, "index", photos, "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert "7 embedded" in r.output and "0 failed" in r.output
+
+    r = run("--db", db, "query", "--image", photos / "img3.png", "-n", 2, "--json")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert len(rows) == 2 and rows[0]["path"].endswith("img3.png")
+    assert rows[0]["score"] >= rows[1]["score"]
+
+    r = run("--db", db, "query", "a red square", "--limit", 3)
+    assert r.exit_code == 0 and len(r.output.splitlines()) == 3
+
+    r = run("--db", db, "status")
+    assert r.exit_code == 0 and "indexed:    7" in r.output and tiny_clip in r.output
+    st = json.loads(run("--db", db, "status", "--json").output)
+    assert st["counts"] == {"indexed": 7}
+
+
+def test_errors_are_one_line_with_exit_code(tmp_path, photos, tiny_clip, tiny_siglip):
+    db = tmp_path / "coll"
+    r = run("--db", db, "query", "a cat")
+    assert r.exit_code == 4 and r.output.startswith("Error: no collection")
+    assert len(r.output.strip().splitlines()) == 1
+
+    run("--db", db, "--model", tiny_clip, "index", photos, "--workers", 0)
+    r = run("--db", db, "--model", tiny_siglip, "query", "a cat")
+    assert r.exit_code == 3 and "indexed with model" in r.output
+
+    r = run("--db", db, "query", "   ")
+    assert r.exit_code == 2 and "empty" in r.output
+    (tmp_path / "x.jpg").write_text("not an image")
+    r = run("--db", db, "query", "--image", tmp_path / "x.jpg")
+    assert r.exit_code == 2 and "cannot read query image" in r.output
+    r = run("--db", db, "--model", str(tmp_path / "no-such-model"), "index", photos)
+    assert r.exit_code == 2 and "--model DIR" in r.output
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *_commands(main)], ids=lambda p: " ".join(p) or "main")
+def test_every_command_has_help_with_an_example(path):
+    r = run(*path, "--help")
+    assert r.exit_code == 0
+    assert "Example" in r.output
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from vtsearch.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

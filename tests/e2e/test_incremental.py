@@ -1,0 +1,78 @@
+"""Re-indexing touches only what changed: add, modify, move, copy, delete."""
+
+import os
+import shutil
+
+import pytest
+
+from conftest import make_photo
+from vtsearch import Engine
+from vtsearch.errors import CollectionNotFoundError, ModelMismatchError
+
+
+def test_first_run_then_nothing_to_do(tmp_path, photos, tiny_clip):
+    eng = Engine(tmp_path / "coll", model=tiny_clip)
+    first = eng.index(photos, workers=0)
+    assert (first.scanned, first.embedded, first.failed) == (7, 7, [])
+    again = eng.index(photos, workers=0)
+    assert (again.embedded, again.unchanged) == (0, 7)
+    assert eng.status().indexed == 7
+
+
+def test_add_modify_move_copy_delete(tmp_path, photos, tiny_clip):
+    eng = Engine(tmp_path / "coll", model=tiny_clip)
+    eng.index(photos, workers=0)
+
+    make_photo(photos / "new.png", seed=50)  # added
+    make_photo(photos / "img1.png", seed=51)  # modified in place
+    os.utime(photos / "img1.png", ns=(1, 10**18))
+    shutil.move(photos / "img2.png", photos / "sub" / "moved.png")  # moved
+    shutil.copy(photos / "img3.png", photos / "copy_of_3.png")  # copied
+    (photos / "img4.png").unlink()  # deleted
+    st = (photos / "img5.png").stat()  # touched only: same bytes, new mtime
+    os.utime(photos / "img5.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    r = eng.index(photos, workers=0)
+    assert r.embedded == 2  # new.png and the modified img1.png: nothing else is decoded
+    assert (r.relinked, r.copied, r.deleted) == (2, 1, 1)
+    assert eng.status().indexed == 8
+
+    paths = {os.path.basename(x.path) for x in eng.search(text="anything", k=50)}
+    assert paths == {"img0.png", "img1.png", "img3.png", "img5.png", "deep.jpg", "new.png",
+                     "moved.png", "copy_of_3.png"}
+
+    # The moved file kept its vector: it is its own nearest neighbour at similarity 1.
+    top = eng.search(image=photos / "sub" / "moved.png", k=1)[0]
+    assert top.path.endswith("sub/moved.png") and top.score == pytest.approx(1.0, abs=1e-4)
+    # The modified file was re-embedded: its new pixels find it first.
+    top = eng.search(image=photos / "img1.png", k=1)[0]
+    assert top.path.endswith("img1.png") and top.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_queries_from_a_fresh_engine_see_the_saved_index(tmp_path, photos, tiny_clip):
+    Engine(tmp_path / "coll", model=tiny_clip).index(photos, workers=0)
+    fresh = Engine(tmp_path / "coll")  # model comes from the collection
+    hits = fresh.search(image=photos / "img0.png", k=3)
+    assert hits[0].path.endswith("img0.png")
+    assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_decode_workers_give_the_same_vectors(tmp_path, photos, tiny_clip):
+    a = Engine(tmp_path / "a", model=tiny_clip)
+    a.index(photos, workers=0)
+    b = Engine(tmp_path / "b", model=tiny_clip)
+    b.index(photos, workers=2, batch_size=3)
+    qa = [(os.path.basename(h.path), round(h.score, 4)) for h in a.search(text="red", k=7)]
+    qb = [(os.path.basename(h.path), round(h.score, 4)) for h in b.search(text="red", k=7)]
+    assert qa == qb
+
+
+def test_other_model_is_refused_with_what_to_do(tmp_path, photos, tiny_clip, tiny_siglip):
+    Engine(tmp_path / "coll", model=tiny_clip).index(photos, workers=0)
+    with pytest.raises(ModelMismatchError, match="re-index"):
+        Engine(tmp_path / "coll", model=tiny_siglip).search(text="a cat")
+
+
+def test_search_without_collection_says_index_first(tmp_path, tiny_clip):
+    with pytest.raises(CollectionNotFoundError, match="vtsearch index"):
+        Engine(tmp_path / "nothing", model=tiny_clip).search(text="a cat")

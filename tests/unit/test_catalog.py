@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.vectors import VectorIndex
+
+from vtsearch.errors import ModelMismatchError
+
+
+def test_model_is_bound_once_and_mismatch_refused(tmp_path):
+    cat = Catalog.open(tmp_path)
+    cat.bind_model("m1", 16)
+    cat.bind_model("m1", 16)
+    with pytest.raises(ModelMismatchError, match="--model m1"):
+        cat.bind_model("m2", 16)
+    with pytest.raises(ModelMismatchError):
+        cat.bind_model("m1", 32)
+    assert Catalog.open(tmp_path).get_meta("schema_version") == "1"
+
+
+def test_changes_since_brings_a_stale_index_up_to_date(tmp_path):
+    cat = Catalog.open(tmp_path)
+    v = np.eye(4, dtype=np.float32)
+    written = cat.write_batch(
+        [NewImage(f"/p/{i}.jpg", 1, 1, f"h{i}", vector=v[i]) for i in range(3)]
+    )
+    ids = [i for i, _ in written]
+    stale = VectorIndex(4)
+    seq, added, removed = cat.changes_since(0)
+    stale.apply_changes(seq, added, removed)
+    assert len(stale) == 3
+
+    cat.remove([ids[0]])
+    cat.write_batch([NewImage("/p/1.jpg", 2, 2, "x", error="broken", replace_id=ids[1])])
+    seq, added, removed = cat.changes_since(stale.seq)
+    stale.apply_changes(seq, added, removed)
+    assert len(stale) == 1
+    assert stale.search(v[2][None], 1)[1][0, 0] == ids[2]
+    assert cat.counts() == {"indexed": 1, "failed": 1}
+    assert cat.failures() == [("/p/1.jpg", "broken")]
+
+
+def test_ids_are_never_reused(tmp_path):
+    cat = Catalog.open(tmp_path)
+    ((a, _),) = cat.write_batch([NewImage("/a.jpg", 1, 1, "h", vector=np.ones(4, np.float32))])
+    cat.remove([a])
+    ((b, _),) = cat.write_batch([NewImage("/b.jpg", 1, 1, "h", vector=np.ones(4, np.float32))])
+    assert b > a

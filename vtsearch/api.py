@@ -1,0 +1,242 @@
+"""The public engine: one collection folder, one model, index and search."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vtsearch import config
+from vtsearch.errors import CollectionNotFoundError, IndexLockedError, QueryError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from vtsearch.indexer.pipeline import IndexReport
+    from vtsearch.models.base import Embedder
+    from vtsearch.search.results import Result
+    from vtsearch.storage.catalog import Catalog
+    from vtsearch.storage.vectors import VectorIndex
+
+LOCK_FILE = "index.lock"
+#: While indexing, the FAISS file is re-saved at most this often, so readers replay little.
+CHECKPOINT_SECONDS = 30.0
+
+
+@dataclass
+class CollectionStatus:
+    path: str
+    model_id: str | None
+    dim: int | None
+    index_kind: str | None
+    counts: dict[str, int]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    bytes_on_disk: int = 0
+
+    @property
+    def indexed(self) -> int:
+        return self.counts.get("indexed", 0)
+
+
+class Engine:
+    """A collection of images in one folder, searchable by text or by image.
+
+    Args:
+        path: the collection folder (created on first index); default ``$VTSEARCH_HOME/default``.
+        model: embedding model name; default the collection's own model, else ``vtsearch-lite``.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when present.
+
+    Example:
+        >>> eng = Engine("/tmp/photos-index")  # doctest: +SKIP
+        >>> eng.index("~/Pictures")  # doctest: +SKIP
+        >>> [r.path for r in eng.search(text="a red car", k=3)]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, path: str | Path | None = None, model: str | None = None, device: str | None = None
+    ) -> None:
+        self.path = Path(path).expanduser() if path else config.default_collection()
+        self._model_arg = model
+        self._device = device
+        self._catalog: Catalog | None = None
+        self._embedder: Embedder | None = None
+        self._vindex: VectorIndex | None = None
+
+    # -- lazily opened parts ------------------------------------------------------------------
+    def _open_catalog(self, create: bool) -> Catalog:
+        if self._catalog is None:
+            from vtsearch.storage.catalog import Catalog
+
+            if not create and not (self.path / "catalog.db").exists():
+                raise CollectionNotFoundError(
+                    f"no collection at {self.path}; index a folder first "
+                    f"(vtsearch index FOLDER) or pass --db"
+                )
+            self._catalog = Catalog.open(self.path)
+        return self._catalog
+
+    @property
+    def model_id(self) -> str:
+        stored = self._catalog.get_meta("model_id") if self._catalog else None
+        if self._model_arg:
+            return self._model_arg
+        return stored or config.model_name()
+
+    def _load_embedder(self) -> Embedder:
+        if self._embedder is None:
+            from vtsearch.models.registry import load_embedder
+
+            self._embedder = load_embedder(self.model_id, self._device)
+        return self._embedder
+
+    def _bound(self, create: bool) -> tuple[Catalog, Embedder]:
+        catalog = self._open_catalog(create)
+        if self._model_arg is None and catalog.get_meta("model_id") is None:
+            self._model_arg = config.model_name()
+        embedder = self._load_embedder()
+        catalog.bind_model(embedder.model_id, embedder.dim)
+        return catalog, embedder
+
+    def _vectors(self, catalog: Catalog, dim: int) -> VectorIndex:
+        from vtsearch.indexer.pipeline import sync_index
+        from vtsearch.storage.vectors import VectorIndex
+
+        if self._vindex is None:
+            self._vindex = VectorIndex.load(self.path, dim)
+        sync_index(self._vindex, catalog)
+        return self._vindex
+
+    # -- public API -----------------------------------------------------------------------------
+    def index(
+        self,
+        folder: str | Path,
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        extensions: tuple[str, ...] = config.DEFAULT_EXTENSIONS,
+        max_bytes: int = config.DEFAULT_MAX_FILE_BYTES,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> IndexReport:
+        """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work."""
+        import os
+
+        from filelock import FileLock, Timeout
+
+        from vtsearch.indexer.pipeline import index_folder
+
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise CollectionNotFoundError(f"{root} is not a folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as e:
+            raise IndexLockedError(
+                f"another vtsearch indexer is writing to {self.path}; wait for it to finish"
+            ) from e
+        try:
+            catalog, embedder = self._bound(create=True)
+            vindex = self._vectors(catalog, embedder.dim)
+            last_save = [time.monotonic()]
+
+            def checkpoint(done: int, total: int) -> None:
+                if time.monotonic() - last_save[0] > CHECKPOINT_SECONDS:
+                    vindex.save(self.path)
+                    last_save[0] = time.monotonic()
+                if progress:
+                    progress(done, total)
+
+            if catalog.get_meta("index_kind") is None:
+                catalog.set_meta("index_kind", vindex.kind)
+            report = index_folder(
+                root,
+                catalog,
+                vindex,
+                embedder,
+                extensions=extensions,
+                max_bytes=max_bytes,
+                batch_size=batch_size,
+                workers=min(4, os.cpu_count() or 1) if workers is None else workers,
+                progress=checkpoint,
+                should_stop=should_stop,
+            )
+            vindex.save(self.path)
+            return report
+        finally:
+            lock.release()
+
+    def search(
+        self,
+        text: str | None = None,
+        image: str | Path | Image.Image | None = None,
+        k: int = 10,
+    ) -> list[Result]:
+        """Images ranked by similarity to a text query, an example image, or both.
+
+        Text may carry weighted terms (``"a beach - people + sunset^0.5"``, see ``parse_query``).
+        """
+        from vtsearch.search.parse import parse_query
+        from vtsearch.search.retrieve import combine, retrieve
+
+        if text is None and image is None:
+            raise QueryError("give a text query, an image, or both")
+        if k < 1:
+            raise QueryError(f"k must be at least 1, not {k}")
+        catalog, embedder = self._bound(create=False)
+        parts, weights = [], []
+        if text is not None:
+            parsed = parse_query(text)
+            parts.append(embedder.encode_texts(parsed.texts).vectors.float().cpu().numpy())
+            weights += parsed.weights
+        if image is not None:
+            parts.append(self._embed_query_image(embedder, image))
+            weights.append(1.0)
+        query = combine(np.concatenate(parts), weights)
+        return retrieve(query, self._vectors(catalog, embedder.dim), catalog, k)
+
+    def _embed_query_image(self, embedder: Embedder, image: str | Path | Image.Image) -> np.ndarray:
+        from PIL import Image as PILImage
+
+        from vtsearch.indexer.decode import describe_error, load_image
+
+        if isinstance(image, PILImage.Image):
+            pil = image.convert("RGB")
+        else:
+            try:
+                pil = load_image(str(Path(image).expanduser())).image
+            except Exception as e:
+                raise QueryError(f"cannot read query image {image}: {describe_error(e)}") from e
+        pixels = embedder.transform(pil)[None].to(embedder.device)
+        return embedder.encode_images(pixels).vectors.float().cpu().numpy()
+
+    def status(self) -> CollectionStatus:
+        """Model, counts, failed files and size on disk of the collection."""
+        catalog = self._open_catalog(create=False)
+        meta = catalog.meta()
+        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return CollectionStatus(
+            path=str(self.path),
+            model_id=meta.get("model_id"),
+            dim=int(meta["dim"]) if "dim" in meta else None,
+            index_kind=meta.get("index_kind"),
+            counts=catalog.counts(),
+            failed=catalog.failures(),
+            bytes_on_disk=size,
+        )
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,233 @@
+"""The `vtsearch` command: a thin click layer over ``vtsearch.api.Engine``.
+
+Heavy libraries (torch, transformers, faiss) are imported inside commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from vtsearch import config
+from vtsearch.errors import VtsearchError
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VtsearchError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _engine(ctx: click.Context):
+    from vtsearch.api import Engine
+
+    return Engine(ctx.obj["db"], model=ctx.obj["model"], device=ctx.obj["device"])
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Collection folder (default: $VTSEARCH_HOME/default).",
+)
+@click.option("--model", default=None, help="Model name or folder (default: vtsearch-lite).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if present).")
+@click.version_option(package_name="vtsearch")
+@click.pass_context
+def main(ctx: click.Context, db: Path | None, model: str | None, device: str | None) -> None:
+    """Search your photos by words or by example.
+
+    \b
+    Example:
+      vtsearch index ~/Pictures
+      vtsearch query "a dog running on the beach"
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(db=db or config.default_collection(), model=model, device=device)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--batch-size", default=32, show_default=True, help="Images per forward pass.")
+@click.option("--workers", default=None, type=int, help="Decode workers (default: up to 4).")
+@click.option(
+    "--ext",
+    "extensions",
+    multiple=True,
+    help="File extension to include (repeatable; default: common image types).",
+)
+@click.option(
+    "--max-size-mb",
+    default=config.DEFAULT_MAX_FILE_BYTES // (1024 * 1024),
+    show_default=True,
+    help="Skip files larger than this.",
+)
+@click.pass_context
+def index(
+    ctx: click.Context,
+    folder: Path,
+    batch_size: int,
+    workers: int | None,
+    extensions: tuple[str, ...],
+    max_size_mb: int,
+) -> None:
+    """Index the images under FOLDER; re-runs only touch what changed.
+
+    \b
+    Example:
+      vtsearch index ./photos
+      vtsearch --db ./my-index index ./photos --batch-size 64
+    """
+    from tqdm import tqdm
+
+    stop = {"asked": False}
+
+    def on_sigint(_sig: int, _frame: object) -> None:
+        stop["asked"] = True
+        click.echo("\nStopping after the current batch...", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(total=0, unit="img", desc="embedding", disable=not sys.stderr.isatty())
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
+    try:
+        report = _engine(ctx).index(
+            folder,
+            batch_size=batch_size,
+            workers=workers,
+            extensions=exts or config.DEFAULT_EXTENSIONS,
+            max_bytes=max_size_mb * 1024 * 1024,
+            progress=progress,
+            should_stop=lambda: stop["asked"],
+        )
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    click.echo(
+        f"{report.scanned} files: {report.embedded} embedded, {report.unchanged} unchanged, "
+        f"{report.relinked} moved, {report.copied} copied, {report.deleted} deleted, "
+        f"{len(report.failed)} failed ({report.seconds:.1f} s, "
+        f"{report.images_per_second:.1f} images/s)"
+    )
+    for path, reason in report.failed:
+        click.echo(f"  failed: {path}: {reason}", err=True)
+    if report.interrupted:
+        click.echo("Interrupted: run the same command again to resume.", err=True)
+        ctx.exit(130)
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--image", type=click.Path(path_type=Path), help="Find images similar to this one.")
+@click.option("-n", "--limit", default=10, show_default=True, help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON lines.")
+@click.pass_context
+def query(
+    ctx: click.Context, text: str | None, image: Path | None, limit: int, as_json: bool
+) -> None:
+    """Find images matching TEXT, an --image, or both.
+
+    TEXT may add or subtract weighted terms: "a beach - people + sunset^0.5".
+
+    \b
+    Example:
+      vtsearch query "a red car"
+      vtsearch query --image photo.jpg -n 5 --json
+    """
+    if text is None and image is None:
+        raise click.UsageError("give TEXT, --image FILE, or both")
+    results = _engine(ctx).search(text=text, image=image, k=limit)
+    for r in results:
+        if as_json:
+            click.echo(json.dumps(r.to_dict()))
+        else:
+            click.echo(f"{r.score:.4f}\t{r.path}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the collection: model, counts, failed files, size on disk.
+
+    \b
+    Example:
+      vtsearch status
+    """
+    st = _engine(ctx).status()
+    if as_json:
+        click.echo(json.dumps(st.__dict__, default=str))
+        return
+    click.echo(f"collection: {st.path}")
+    click.echo(f"model:      {st.model_id} (dim {st.dim}, index {st.index_kind})")
+    click.echo(f"indexed:    {st.indexed}")
+    click.echo(f"failed:     {st.counts.get('failed', 0)}")
+    click.echo(f"on disk:    {st.bytes_on_disk / 1e6:.1f} MB")
+    for path, reason in st.failed:
+        click.echo(f"  failed: {path}: {reason}")
+
+
+@main.group()
+def train() -> None:
+    """Train the default model's parts on Flickr8k.
+
+    \b
+    Example:
+      vtsearch train bi-encoder --flickr ../shared/data/flickr8k
+    """
+
+
+@train.command("bi-encoder")
+@click.option(
+    "--flickr",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="Flickr8k folder (images/, captions.tsv, splits/).",
+)
+@click.option(
+    "--flowers",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="flowers-dev folder, used only to choose the ConSE mix.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to write the weights (default: the package's weights folder).",
+)
+@click.option("--cache", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--seed", default=0, show_default=True)
+def train_biencoder_cmd(
+    flickr: Path, flowers: Path | None, out: Path | None, cache: Path | None, seed: int
+) -> None:
+    """Train the projection heads of vtsearch-lite (towers frozen) and write safetensors.
+
+    \b
+    Example:
+      vtsearch train bi-encoder --flickr ../shared/data/flickr8k --out /tmp/weights
+    """
+    from vtsearch.models.train_biencoder import train_biencoder
+
+    out = out or Path(__file__).parent / "models" / "weights"
+    metrics = train_biencoder(flickr, out, seed=seed, cache_dir=cache, flowers_dir=flowers)
+    click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

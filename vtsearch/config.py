@@ -1,0 +1,30 @@
+"""Where collections live and which model is used by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "vtsearch-lite"
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+#: Files larger than this are skipped as "too large" before any decode is attempted.
+DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+def home() -> Path:
+    """The folder holding collections: ``$VTSEARCH_HOME`` or the user data dir."""
+    env = os.environ.get("VTSEARCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("vtsearch", appauthor=False))
+
+
+def default_collection() -> Path:
+    return home() / "default"
+
+
+def model_name(explicit: str | None = None) -> str:
+    """The model asked for: an explicit name, else ``$VTSEARCH_MODEL``, else the default."""
+    return explicit or os.environ.get("VTSEARCH_MODEL") or DEFAULT_MODEL

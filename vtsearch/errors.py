@@ -1,0 +1,61 @@
+"""Typed errors of the library. The CLI turns them into one-line messages and exit codes."""
+
+from __future__ import annotations
+
+
+class VtsearchError(Exception):
+    """Base of every error vtsearch raises on purpose; the message names the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(VtsearchError):
+    """A setting or argument that cannot be used."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(VtsearchError):
+    """A model name that is neither registered, a local folder, nor downloadable."""
+
+    exit_code = 2
+
+
+class ModelMismatchError(VtsearchError):
+    """The collection was built by another model or with another dimension."""
+
+    exit_code = 3
+
+
+class CollectionNotFoundError(VtsearchError):
+    """No collection at the given path."""
+
+    exit_code = 4
+
+
+class SchemaVersionError(VtsearchError):
+    """The catalog was written by a newer vtsearch."""
+
+    exit_code = 3
+
+
+class IndexLockedError(VtsearchError):
+    """Another indexer holds the collection's write lock."""
+
+    exit_code = 5
+
+
+class QueryError(VtsearchError):
+    """A query that cannot be run (empty, unreadable image, ...)."""
+
+    exit_code = 2
+
+
+class ImageDecodeError(VtsearchError):
+    """One image that could not be read; recorded per file, never fatal to a run."""
+
+
+class DatasetError(VtsearchError):
+    """Training or evaluation data that is missing or malformed."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""Embedding backends (bi-encoders) and, later, the fusion re-ranker."""

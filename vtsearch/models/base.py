@@ -1,0 +1,58 @@
+"""The interface every embedding backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+
+@dataclass
+class ImageEmbedding:
+    """Pooled L2-normalised vectors ``[B, D]`` and region tokens ``[B, N, C]`` for re-ranking."""
+
+    vectors: torch.Tensor
+    tokens: torch.Tensor
+
+
+@dataclass
+class TextEmbedding:
+    """Pooled unit vectors ``[B, D]``, token states ``[B, T, C]`` and their mask ``[B, T]``."""
+
+    vectors: torch.Tensor
+    states: torch.Tensor
+    mask: torch.Tensor
+
+
+class Embedder(ABC):
+    """A bi-encoder that maps images and texts into one space.
+
+    ``transform`` turns a decoded RGB ``PIL.Image`` into a ``[3, H, W]`` tensor; it is kept apart
+    from the network so DataLoader workers can run it without a copy of the weights.
+    """
+
+    model_id: str
+    dim: int
+    device: torch.device = torch.device("cpu")
+
+    @property
+    @abstractmethod
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]: ...
+
+    @abstractmethod
+    def encode_images(self, pixels: torch.Tensor) -> ImageEmbedding:
+        """Embed a batch of transformed images ``[B, 3, H, W]``."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
+        """Embed a batch of texts, truncated to the model's token limit."""
+
+    @abstractmethod
+    def to(self, device: torch.device | str) -> Embedder: ...
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> ImageEmbedding:
+        batch = torch.stack([self.transform(im.convert("RGB")) for im in images])
+        return self.encode_images(batch)

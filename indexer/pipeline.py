@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from vtsearch.indexer.decode import decode_loader
 from vtsearch.indexer.scan import Plan, plan_changes, scan_folder
+from vtsearch.models.base import Embedder
 from vtsearch.storage.catalog import Catalog, NewImage
 from vtsearch.storage.vectors import VectorIndex
-
-from vtsearch.models.base import Embedder
 
 
 @dataclass

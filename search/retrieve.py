@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from vtsearch.search.results import Result
 from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.vectors import VectorIndex

@@ -12,9 +12,9 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
-from vtsearch.storage.schema import SCHEMA_VERSION, Base, ImageRow, Meta, Tombstone
 
 from vtsearch.errors import ModelMismatchError, SchemaVersionError
+from vtsearch.storage.schema import SCHEMA_VERSION, Base, ImageRow, Meta, Tombstone
 
 __all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
 

@@ -49,6 +49,7 @@ class Engine:
         path: the collection folder (created on first index); default ``$VTSEARCH_HOME/default``.
         model: embedding model name; default the collection's own model, else ``vtsearch-lite``.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when present.
+        embedder: an already loaded model to use (shared between engines); overrides ``model``.
 
     Example:
         >>> eng = Engine("/tmp/photos-index")  # doctest: +SKIP
@@ -57,13 +58,17 @@ class Engine:
     """
 
     def __init__(
-        self, path: str | Path | None = None, model: str | None = None, device: str | None = None
+        self,
+        path: str | Path | None = None,
+        model: str | None = None,
+        device: str | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path else config.default_collection()
-        self._model_arg = model
+        self._model_arg = embedder.model_id if embedder is not None else model
         self._device = device
         self._catalog: Catalog | None = None
-        self._embedder: Embedder | None = None
+        self._embedder: Embedder | None = embedder
         self._vindex: VectorIndex | None = None
 
     # -- lazily opened parts ------------------------------------------------------------------

@@ -101,8 +101,7 @@ def index(
 
     def progress(done: int, total: int) -> None:
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)  # update() (not n=) keeps tqdm's images/s rate right
 
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
     try:

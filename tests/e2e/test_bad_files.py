@@ -1,6 +1,7 @@
 """A corrupt or unreadable file is recorded with its reason and never stops the run."""
 
 from conftest import make_photo
+
 from vtsearch import Engine
 
 

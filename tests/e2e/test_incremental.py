@@ -4,8 +4,8 @@ import os
 import shutil
 
 import pytest
-
 from conftest import make_photo
+
 from vtsearch import Engine
 from vtsearch.errors import CollectionNotFoundError, ModelMismatchError
 

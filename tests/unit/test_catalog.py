@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from vtsearch.storage.catalog import Catalog, NewImage
-from vtsearch.storage.vectors import VectorIndex
 
 from vtsearch.errors import ModelMismatchError
+from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.vectors import VectorIndex
 
 
 def test_model_is_bound_once_and_mismatch_refused(tmp_path):

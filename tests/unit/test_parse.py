@@ -1,9 +1,9 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from vtsearch.search.parse import parse_query
 
 from vtsearch.errors import QueryError
+from vtsearch.search.parse import parse_query
 
 
 def test_plain_text_is_one_positive_term():

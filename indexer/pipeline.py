@@ -40,13 +40,6 @@ class IndexReport:
 Progress = Callable[[int, int], None]
 
 
-def sync_index(vindex: VectorIndex, catalog: Catalog) -> None:
-    """Apply every catalog change newer than the index's sequence number."""
-    seq, added, removed = catalog.changes_since(vindex.seq)
-    if seq != vindex.seq:
-        vindex.apply_changes(seq, added, removed)
-
-
 def index_folder(
     root: Path,
     catalog: Catalog,
@@ -76,7 +69,7 @@ def index_folder(
     report = IndexReport(scanned=len(files) + len(rejected), unchanged=plan.unchanged)
 
     _apply_cheap_changes(plan, catalog, known, report)
-    sync_index(vindex, catalog)
+    vindex.sync(catalog)
 
     todo = plan.embed
     if progress:
@@ -114,7 +107,7 @@ def index_folder(
                 report.failed.append((stat.path, d.error or "unknown error"))
             items.append(item)
         catalog.write_batch(items)
-        sync_index(vindex, catalog)
+        vindex.sync(catalog)
         done += len(decoded)
         report.embedded += sum(1 for it in items if it.error is None)
         if progress:

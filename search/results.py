@@ -21,3 +21,16 @@ class Result:
         d = asdict(self)
         d["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
         return d
+
+
+@dataclass
+class TextResult:
+    """One text of the collection's text set, matched to a query image."""
+
+    id: int
+    text: str
+    score: float
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)

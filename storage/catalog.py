@@ -14,7 +14,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from vtsearch.errors import ModelMismatchError, SchemaVersionError
-from vtsearch.storage.schema import SCHEMA_VERSION, Base, ImageRow, Meta, Tombstone
+from vtsearch.storage.schema import (
+    SCHEMA_VERSION,
+    Base,
+    ImageRow,
+    Meta,
+    TextRow,
+    TextTombstone,
+    Tombstone,
+)
 
 __all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
 
@@ -169,22 +177,23 @@ class Catalog:
         return int(self.get_meta("seq") or 0)
 
     def changes_since(
-        self, seq: int
+        self, seq: int, kind: str = "image"
     ) -> tuple[int, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
         """Vectors written and removed after ``seq``, read in one snapshot.
 
-        Returns ``(current_seq, [(id, vec_seq, vector)], [(id, tombstone_seq)])``.
+        ``kind`` is ``"image"`` or ``"text"``. Returns ``(current_seq, [(id, vec_seq, vector)],
+        [(id, tombstone_seq)])``.
         """
+        if kind == "image":
+            row, tomb, live = ImageRow, Tombstone, ImageRow.status == "indexed"
+        else:
+            row, tomb, live = TextRow, TextTombstone, True
         with Session(self.engine) as s, s.begin():
             current = s.scalar(select(Meta.value).where(Meta.key == "seq"))
             added = s.execute(
-                select(ImageRow.id, ImageRow.vec_seq, ImageRow.vector).where(
-                    ImageRow.vec_seq > seq, ImageRow.status == "indexed"
-                )
+                select(row.id, row.vec_seq, row.vector).where(row.vec_seq > seq, live)
             ).all()
-            removed = s.execute(
-                select(Tombstone.id, Tombstone.seq).where(Tombstone.seq > seq)
-            ).all()
+            removed = s.execute(select(tomb.id, tomb.seq).where(tomb.seq > seq)).all()
         return (
             int(current) if current else 0,
             [tuple(a) for a in added],
@@ -292,3 +301,59 @@ class Catalog:
                 for row_id in indexed:
                     s.merge(Tombstone(id=row_id, seq=seq))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
+
+    # -- texts ----------------------------------------------------------------------------------
+    def known_texts(self, texts: Iterable[str]) -> set[str]:
+        wanted = list(set(texts))
+        found: set[str] = set()
+        with Session(self.engine) as s:
+            for i in range(0, len(wanted), 500):
+                found.update(
+                    s.scalars(select(TextRow.text).where(TextRow.text.in_(wanted[i : i + 500])))
+                )
+        return found
+
+    def add_texts(self, texts: list[str], vectors: np.ndarray, source: str | None) -> list[int]:
+        """Insert texts with their vectors in one transaction; returns their ids."""
+        now = time.time()
+        with Session(self.engine) as s, s.begin():
+            seq = self._next_seq(s)
+            rows = [
+                TextRow(
+                    text=t,
+                    source=source,
+                    vector=np.ascontiguousarray(v, np.float32).tobytes(),
+                    vec_seq=seq,
+                    added_at=now,
+                )
+                for t, v in zip(texts, vectors, strict=True)
+            ]
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def text_rows(self, ids: Iterable[int]) -> dict[int, tuple[str, str | None]]:
+        ids = list(ids)
+        with Session(self.engine) as s:
+            stmt = select(TextRow.id, TextRow.text, TextRow.source).where(TextRow.id.in_(ids))
+            return {i: (t, src) for i, t, src in s.execute(stmt)}
+
+    def text_count(self) -> int:
+        with Session(self.engine) as s:
+            return int(s.scalar(select(func.count()).select_from(TextRow)) or 0)
+
+    def remove_texts(self, source: str | None = None) -> int:
+        """Remove the texts added from ``source`` (all texts when None); returns how many."""
+        with Session(self.engine) as s, s.begin():
+            stmt = select(TextRow.id)
+            if source is not None:
+                stmt = stmt.where(TextRow.source == source)
+            ids = list(s.scalars(stmt))
+            if not ids:
+                return 0
+            seq = self._next_seq(s)
+            for row_id in ids:
+                s.merge(TextTombstone(id=row_id, seq=seq))
+            for i in range(0, len(ids), 500):
+                s.execute(delete(TextRow).where(TextRow.id.in_(ids[i : i + 500])))
+            return len(ids)

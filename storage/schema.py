@@ -52,6 +52,28 @@ class Tombstone(Base):
     seq: Mapped[int] = mapped_column(Integer, index=True)
 
 
+class TextRow(Base):
+    """A text of the collection's text set (captions, labels), searchable by image."""
+
+    __tablename__ = "texts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    text: Mapped[str] = mapped_column(Text, unique=True)
+    source: Mapped[str | None] = mapped_column(Text, index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    vec_seq: Mapped[int] = mapped_column(Integer, index=True)
+    added_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class TextTombstone(Base):
+    __tablename__ = "text_tombstones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+
+
 class Meta(Base):
     __tablename__ = "meta"
 

@@ -11,11 +11,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-INDEX_FILE = "vectors.faiss"
-INDEX_META = "vectors.json"
+if TYPE_CHECKING:
+    from vtsearch.storage.catalog import Catalog
+
+#: File stem of the image index; the text set's index is saved as ``texts``.
+IMAGES = "vectors"
 
 
 def _faiss():
@@ -95,11 +99,17 @@ class VectorIndex:
             self.add(ids, vecs)
         self.seq = seq
 
-    def save(self, folder: Path) -> None:
+    def sync(self, catalog: Catalog, kind: str = "image") -> None:
+        """Apply every catalog change newer than this index's sequence number."""
+        seq, added, removed = catalog.changes_since(self.seq, kind)
+        if seq != self.seq:
+            self.apply_changes(seq, added, removed)
+
+    def save(self, folder: Path, name: str = IMAGES) -> None:
         """Write the index and its sequence number atomically (temp file, then rename)."""
         faiss = _faiss()
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vectors-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".tmp")
         os.close(fd)
         try:
             faiss.write_index(self.index, tmp)
@@ -108,17 +118,17 @@ class VectorIndex:
             Path(meta_tmp).write_text(json.dumps(meta))
             # The sequence number is written last: an index newer than its meta is only ever
             # "stale" and gets re-applied changes, which are idempotent.
-            os.replace(tmp, folder / INDEX_FILE)
-            os.replace(meta_tmp, folder / INDEX_META)
+            os.replace(tmp, folder / f"{name}.faiss")
+            os.replace(meta_tmp, folder / f"{name}.json")
         finally:
             for leftover in (tmp, tmp + ".json"):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
 
     @classmethod
-    def load(cls, folder: Path, dim: int, kind: str = "flat") -> VectorIndex:
+    def load(cls, folder: Path, dim: int, kind: str = "flat", name: str = IMAGES) -> VectorIndex:
         """The saved index, or an empty one when none was saved (or it does not match ``dim``)."""
-        path, meta_path = folder / INDEX_FILE, folder / INDEX_META
+        path, meta_path = folder / f"{name}.faiss", folder / f"{name}.json"
         if not (path.exists() and meta_path.exists()):
             return cls(dim, kind)
         meta = json.loads(meta_path.read_text())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,11 +19,12 @@ if TYPE_CHECKING:
 
     from vtsearch.indexer.pipeline import IndexReport
     from vtsearch.models.base import Embedder
-    from vtsearch.search.results import Result
+    from vtsearch.search.results import Result, TextResult
     from vtsearch.storage.catalog import Catalog
     from vtsearch.storage.vectors import VectorIndex
 
 LOCK_FILE = "index.lock"
+TEXTS = "texts"
 #: While indexing, the FAISS file is re-saved at most this often, so readers replay little.
 CHECKPOINT_SECONDS = 30.0
 
@@ -70,6 +72,7 @@ class Engine:
         self._catalog: Catalog | None = None
         self._embedder: Embedder | None = embedder
         self._vindex: VectorIndex | None = None
+        self._tindex: VectorIndex | None = None
 
     # -- lazily opened parts ------------------------------------------------------------------
     def _open_catalog(self, create: bool) -> Catalog:
@@ -107,13 +110,39 @@ class Engine:
         return catalog, embedder
 
     def _vectors(self, catalog: Catalog, dim: int) -> VectorIndex:
-        from vtsearch.indexer.pipeline import sync_index
         from vtsearch.storage.vectors import VectorIndex
 
         if self._vindex is None:
             self._vindex = VectorIndex.load(self.path, dim)
-        sync_index(self._vindex, catalog)
+        self._vindex.sync(catalog)
         return self._vindex
+
+    def _text_vectors(self, catalog: Catalog, dim: int) -> VectorIndex:
+        from vtsearch.storage.vectors import VectorIndex
+
+        if self._tindex is None:
+            self._tindex = VectorIndex.load(self.path, dim, name=TEXTS)
+        self._tindex.sync(catalog, "text")
+        return self._tindex
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """One writer per collection. The OS drops the lock when its process dies, so a killed
+        indexer never leaves a stale lock behind."""
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as e:
+            raise IndexLockedError(
+                f"another vtsearch process is writing to {self.path}; wait for it to finish"
+            ) from e
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- public API -----------------------------------------------------------------------------
     def index(
@@ -130,22 +159,12 @@ class Engine:
         """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work."""
         import os
 
-        from filelock import FileLock, Timeout
-
         from vtsearch.indexer.pipeline import index_folder
 
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise CollectionNotFoundError(f"{root} is not a folder")
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout as e:
-            raise IndexLockedError(
-                f"another vtsearch indexer is writing to {self.path}; wait for it to finish"
-            ) from e
-        try:
+        with self._write_lock():
             catalog, embedder = self._bound(create=True)
             vindex = self._vectors(catalog, embedder.dim)
             last_save = [time.monotonic()]
@@ -173,8 +192,6 @@ class Engine:
             )
             vindex.save(self.path)
             return report
-        finally:
-            lock.release()
 
     def search(
         self,
@@ -186,23 +203,10 @@ class Engine:
 
         Text may carry weighted terms (``"a beach - people + sunset^0.5"``, see ``parse_query``).
         """
-        from vtsearch.search.parse import parse_query
         from vtsearch.search.retrieve import combine, retrieve
 
-        if text is None and image is None:
-            raise QueryError("give a text query, an image, or both")
-        if k < 1:
-            raise QueryError(f"k must be at least 1, not {k}")
         catalog, embedder = self._bound(create=False)
-        parts, weights = [], []
-        if text is not None:
-            parsed = parse_query(text)
-            parts.append(embedder.encode_texts(parsed.texts).vectors.float().cpu().numpy())
-            weights += parsed.weights
-        if image is not None:
-            parts.append(self._embed_query_image(embedder, image))
-            weights.append(1.0)
-        query = combine(np.concatenate(parts), weights)
+        query = combine(*self._query_parts(embedder, text, image, k))
         return retrieve(query, self._vectors(catalog, embedder.dim), catalog, k)
 
     def _embed_query_image(self, embedder: Embedder, image: str | Path | Image.Image) -> np.ndarray:
@@ -220,6 +224,78 @@ class Engine:
         pixels = embedder.transform(pil)[None].to(embedder.device)
         return embedder.encode_images(pixels).vectors.float().cpu().numpy()
 
+    def add_texts(
+        self, texts: Sequence[str], source: str | None = None, batch_size: int = 256
+    ) -> int:
+        """Add texts (captions, labels) that images can be matched against; returns how many
+        were new. Duplicates of stored texts are skipped."""
+        with self._write_lock():
+            catalog, embedder = self._bound(create=True)
+            seen: set[str] = set()
+            fresh = [t for t in (x.strip() for x in texts) if t and not (t in seen or seen.add(t))]
+            fresh = [t for t in fresh if t not in catalog.known_texts(fresh)]
+            for i in range(0, len(fresh), batch_size):
+                chunk = fresh[i : i + batch_size]
+                vecs = embedder.encode_texts(chunk).vectors.float().cpu().numpy()
+                catalog.add_texts(chunk, vecs, source)
+            tindex = self._text_vectors(catalog, embedder.dim)
+            tindex.save(self.path, TEXTS)
+            return len(fresh)
+
+    def remove_texts(self, source: str | None = None) -> int:
+        """Remove the texts added from ``source``, or all texts; returns how many."""
+        with self._write_lock():
+            catalog, embedder = self._bound(create=False)
+            n = catalog.remove_texts(source)
+            self._text_vectors(catalog, embedder.dim).save(self.path, TEXTS)
+            return n
+
+    def search_texts(
+        self,
+        image: str | Path | Image.Image | None = None,
+        text: str | None = None,
+        k: int = 10,
+    ) -> list[TextResult]:
+        """The collection's texts ranked by similarity to an image (or a text, or both)."""
+        from vtsearch.search.results import TextResult
+        from vtsearch.search.retrieve import combine
+
+        catalog, embedder = self._bound(create=False)
+        query = combine(*self._query_parts(embedder, text, image, k))
+        tindex = self._text_vectors(catalog, embedder.dim)
+        if len(tindex) == 0:
+            raise QueryError("the collection has no texts; add some with: vtsearch texts add FILE")
+        scores, ids = tindex.search(query[None, :], k)
+        rows = catalog.text_rows(int(i) for i in ids[0] if i >= 0)
+        return [
+            TextResult(int(i), rows[int(i)][0], float(s), rows[int(i)][1])
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if int(i) in rows
+        ]
+
+    def _query_parts(
+        self,
+        embedder: Embedder,
+        text: str | None,
+        image: str | Path | Image.Image | None,
+        k: int,
+    ) -> tuple[np.ndarray, list[float]]:
+        from vtsearch.search.parse import parse_query
+
+        if text is None and image is None:
+            raise QueryError("give a text query, an image, or both")
+        if k < 1:
+            raise QueryError(f"k must be at least 1, not {k}")
+        parts, weights = [], []
+        if text is not None:
+            parsed = parse_query(text)
+            parts.append(embedder.encode_texts(parsed.texts).vectors.float().cpu().numpy())
+            weights += parsed.weights
+        if image is not None:
+            parts.append(self._embed_query_image(embedder, image))
+            weights.append(1.0)
+        return np.concatenate(parts), weights
+
     def status(self) -> CollectionStatus:
         """Model, counts, failed files and size on disk of the collection."""
         catalog = self._open_catalog(create=False)
@@ -230,7 +306,7 @@ class Engine:
             model_id=meta.get("model_id"),
             dim=int(meta["dim"]) if "dim" in meta else None,
             index_kind=meta.get("index_kind"),
-            counts=catalog.counts(),
+            counts={**catalog.counts(), "texts": catalog.text_count()},
             failed=catalog.failures(),
             bytes_on_disk=size,
         )

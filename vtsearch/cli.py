@@ -135,27 +135,41 @@ def index(
 @click.option("--image", type=click.Path(path_type=Path), help="Find images similar to this one.")
 @click.option("-n", "--limit", default=10, show_default=True, help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON lines.")
+@click.option(
+    "--texts", "over_texts", is_flag=True, help="Rank the collection's texts instead of images."
+)
 @click.pass_context
 def query(
-    ctx: click.Context, text: str | None, image: Path | None, limit: int, as_json: bool
+    ctx: click.Context,
+    text: str | None,
+    image: Path | None,
+    limit: int,
+    as_json: bool,
+    over_texts: bool,
 ) -> None:
     """Find images matching TEXT, an --image, or both.
 
     TEXT may add or subtract weighted terms: "a beach - people + sunset^0.5".
+    With --texts, rank the texts added by `vtsearch texts add` (image -> text).
 
     \b
     Example:
       vtsearch query "a red car"
       vtsearch query --image photo.jpg -n 5 --json
+      vtsearch query --image photo.jpg --texts
     """
     if text is None and image is None:
         raise click.UsageError("give TEXT, --image FILE, or both")
-    results = _engine(ctx).search(text=text, image=image, k=limit)
+    eng = _engine(ctx)
+    if over_texts:
+        results = eng.search_texts(image=image, text=text, k=limit)
+    else:
+        results = eng.search(text=text, image=image, k=limit)
     for r in results:
         if as_json:
             click.echo(json.dumps(r.to_dict()))
         else:
-            click.echo(f"{r.score:.4f}\t{r.path}")
+            click.echo(f"{r.score:.4f}\t{getattr(r, 'path', None) or r.text}")
 
 
 @main.command()
@@ -176,9 +190,51 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"model:      {st.model_id} (dim {st.dim}, index {st.index_kind})")
     click.echo(f"indexed:    {st.indexed}")
     click.echo(f"failed:     {st.counts.get('failed', 0)}")
+    click.echo(f"texts:      {st.counts.get('texts', 0)}")
     click.echo(f"on disk:    {st.bytes_on_disk / 1e6:.1f} MB")
     for path, reason in st.failed:
         click.echo(f"  failed: {path}: {reason}")
+
+
+@main.group()
+def texts() -> None:
+    """Manage the collection's texts (captions, labels) for image -> text search.
+
+    \b
+    Example:
+      vtsearch texts add captions.txt
+      vtsearch query --image photo.jpg --texts
+    """
+
+
+@texts.command("add")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--source", default=None, help="Name to group these texts by (default: FILE).")
+@click.pass_context
+def texts_add(ctx: click.Context, file: click.utils.LazyFile, source: str | None) -> None:
+    """Add the texts in FILE, one per line (for `name<TAB>text` lines, the text after the tab).
+
+    \b
+    Example:
+      vtsearch texts add labels.txt --source labels
+    """
+    lines = [line.rstrip("\n").split("\t")[-1] for line in file]
+    n = _engine(ctx).add_texts(lines, source=source or file.name)
+    click.echo(f"{n} texts added")
+
+
+@texts.command("remove")
+@click.option("--source", default=None, help="Only the texts added under this name.")
+@click.pass_context
+def texts_remove(ctx: click.Context, source: str | None) -> None:
+    """Remove texts (all, or those of one --source).
+
+    \b
+    Example:
+      vtsearch texts remove --source labels
+    """
+    n = _engine(ctx).remove_texts(source)
+    click.echo(f"{n} texts removed")
 
 
 @main.group()

@@ -32,7 +32,7 @@ def test_index_query_status(tmp_path, photos, tiny_clip):
     r = run("--db", db, "status")
     assert r.exit_code == 0 and "indexed:    7" in r.output and tiny_clip in r.output
     st = json.loads(run("--db", db, "status", "--json").output)
-    assert st["counts"] == {"indexed": 7}
+    assert st["counts"] == {"indexed": 7, "texts": 0}
 
 
 def test_errors_are_one_line_with_exit_code(tmp_path, photos, tiny_clip, tiny_siglip):
@@ -76,3 +76,28 @@ def test_help_does_not_import_torch():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_texts_add_and_image_to_text_query(tmp_path, photos, tiny_clip):
+    db = tmp_path / "coll"
+    run("--db", db, "--model", tiny_clip, "index", photos, "--workers", 0)
+    captions = tmp_path / "captions.txt"
+    captions.write_text("img0.png\ta red square\nimg1.png\ta blue circle\n\na green field\n")
+    r = run("--db", db, "texts", "add", captions)
+    assert r.exit_code == 0 and "3 texts added" in r.output
+    r = run("--db", db, "texts", "add", captions)
+    assert "0 texts added" in r.output  # duplicates are skipped
+
+    r = run("--db", db, "query", "--image", photos / "img0.png", "--texts", "--json")
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert r.exit_code == 0 and len(rows) == 3
+    assert {x["text"] for x in rows} == {"a red square", "a blue circle", "a green field"}
+    # Text -> text through the same index: a stored text is its own best match.
+    r = run("--db", db, "query", "a blue circle", "--texts", "-n", 1)
+    assert r.output.split("\t")[1].strip() == "a blue circle"
+
+    assert json.loads(run("--db", db, "status", "--json").output)["counts"]["texts"] == 3
+    r = run("--db", db, "texts", "remove", "--source", str(captions))
+    assert "3 texts removed" in r.output
+    r = run("--db", db, "query", "--image", photos / "img0.png", "--texts")
+    assert r.exit_code == 2 and "texts add" in r.output

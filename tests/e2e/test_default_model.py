@@ -1,0 +1,45 @@
+"""The shipped default model finds the right sample photo for plain queries, offline."""
+
+import os
+
+import pytest
+from conftest import SAMPLES
+
+from vtsearch import Engine
+from vtsearch.models.registry import load_embedder
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return load_embedder("vtsearch-lite", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample_engine(tmp_path_factory, lite):
+    eng = Engine(tmp_path_factory.mktemp("samples") / "coll", embedder=lite)
+    report = eng.index(SAMPLES, workers=0)
+    assert report.failed == [] and report.embedded == len(list(SAMPLES.glob("*.*"))) - 2
+    return eng
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("a cat", "cat_chelsea.png"),
+        ("a cup of coffee", "coffee_cup.jpg"),
+        ("a rocket on the launch pad", "rocket_launch.jpg"),
+        ("a raccoon", "raccoon.jpg"),
+        ("a flower", "dahlia_flower.jpg"),
+        ("a pagoda", "china_pagoda.jpg"),
+        ("a man with a camera", "photographer_tripod.png"),
+        ("a woman in uniform", "grace_hopper.jpg"),
+    ],
+)
+def test_plain_queries_find_their_photo(sample_engine, query, expected):
+    top = sample_engine.search(text=query, k=3)
+    assert os.path.basename(top[0].path) == expected, [os.path.basename(r.path) for r in top]
+
+
+def test_image_query_finds_itself_first(sample_engine):
+    hit = sample_engine.search(image=SAMPLES / "coffee_cup.jpg", k=2)
+    assert hit[0].path.endswith("coffee_cup.jpg") and hit[0].score > hit[1].score

@@ -1,0 +1,103 @@
+"""vtsearch-lite: tower weights, shipped model behaviour, and the training path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vtsearch.models.lite import (
+    WEIGHTS_PATH,
+    LiteConfig,
+    LiteEmbedder,
+    load_heads,
+    load_lite,
+    save_heads,
+)
+
+skimage = pytest.importorskip("skimage")
+SAMPLES = Path(skimage.__file__).parent / "data"
+# ImageNet's domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat.
+CAT_CLASSES = set(range(281, 286))
+PHOTOS = {
+    "a cat": "chelsea.png",
+    "a cup of coffee": "coffee.png",
+    "a rocket launch": "rocket.jpg",
+    "a motorcycle": "motorcycle_left.png",
+    "an astronaut": "astronaut.png",
+}
+
+
+def _sample(name: str) -> Image.Image:
+    path = SAMPLES / name
+    if not path.is_file():
+        pytest.skip(f"scikit-image sample {name} not installed")
+    return Image.open(path).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def model() -> LiteEmbedder:
+    if not WEIGHTS_PATH.is_file():
+        pytest.skip("vtsearch-lite weights not built")
+    return load_lite()
+
+
+def test_lite0_key_mapping_recognises_a_cat(model: LiteEmbedder) -> None:
+    pixels = model.transform(_sample("chelsea.png")).unsqueeze(0)
+    with torch.inference_mode():
+        _, tokens, logits = model.image_tower(pixels)
+    assert tokens.shape == (1, 49, 1280)
+    top5 = set(logits[0].topk(5).indices.tolist())
+    assert top5 & CAT_CLASSES, f"no cat class in top 5: {top5}"
+
+
+def test_vectors_are_unit_norm_with_model_dim(model: LiteEmbedder) -> None:
+    img = model.encode_pil([_sample("coffee.png"), Image.new("RGB", (90, 60), "red")])
+    txt = model.encode_texts(["a cup of coffee", "a dog running on a beach with a ball"])
+    assert model.model_id == "vtsearch-lite"
+    assert img.vectors.shape == (2, model.dim)
+    assert txt.vectors.shape == (2, model.dim)
+    assert img.tokens.shape == (2, 49, 1280)
+    assert txt.states.shape[:2] == txt.mask.shape and txt.states.shape[-1] == 384
+    for v in (img.vectors, txt.vectors):
+        torch.testing.assert_close(v.norm(dim=-1), torch.ones(2), atol=1e-4, rtol=0)
+
+
+def test_text_queries_find_their_sample_photo(model: LiteEmbedder) -> None:
+    queries = list(PHOTOS)
+    images = model.encode_pil([_sample(PHOTOS[q]) for q in queries]).vectors
+    texts = model.encode_texts(queries).vectors
+    best = (texts @ images.T).argmax(dim=1).tolist()
+    for i, q in enumerate(queries[:4]):  # the astronaut is only a distractor
+        assert best[i] == i, f"{q!r} ranked {PHOTOS[queries[best[i]]]} first"
+
+
+def test_training_writes_loadable_weights(tmp_path: Path) -> None:
+    from vtsearch.models.train_biencoder import build_heads
+
+    gen = torch.Generator().manual_seed(0)
+    n = 48
+    # Synthetic pairs: each image feature and its five captions share a latent code.
+    latent = torch.randn(n, 16, generator=gen)
+    pooled = latent @ torch.randn(16, 1280, generator=gen) + 0.1 * torch.randn(n, 1280)
+    text = latent.repeat_interleave(5, 0) @ torch.randn(16, 384, generator=gen)
+    text = torch.nn.functional.normalize(text + 0.1 * torch.randn(5 * n, 384), dim=-1)
+    split = {"pooled": pooled, "text": text, "logits": torch.randn(n, 1000, generator=gen)}
+    config = LiteConfig(hidden=32, out_dim=8, members=2, topk=3, text_topk=2)
+    class_emb = torch.nn.functional.normalize(torch.randn(1000, 384, generator=gen), dim=-1)
+    heads, metrics = build_heads(
+        split, split, config=config, class_emb=class_emb, epochs=3, batch_size=16
+    )
+    assert 0.0 <= metrics["t2i_R@10"] <= 100.0
+
+    path = tmp_path / "w.safetensors"
+    save_heads(heads, path)
+    loaded = load_heads(path)
+    assert loaded.config == config
+    vec = loaded.image_vectors(pooled[:4], split["logits"][:4])
+    assert vec.shape == (4, config.dim)
+    torch.testing.assert_close(
+        vec, heads.image_vectors(pooled[:4], split["logits"][:4]), atol=5e-3, rtol=0
+    )

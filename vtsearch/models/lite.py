@@ -1,0 +1,259 @@
+"""vtsearch-lite: the offline default bi-encoder.
+
+Two locked towers (EfficientNet-Lite0 for images, all-MiniLM-L6-v2 for texts) and a small trained
+part, shipped in ``weights/vtsearch-lite.safetensors``:
+
+- projection heads trained on Flickr8k captions (LiT-style: the towers never change), and
+- a ConSE branch (Norouzi et al., 2014) that places an image at the probability-weighted mean of the
+  MiniLM embeddings of its top ImageNet classes. It carries the 1,000 ImageNet concepts that
+  Flickr8k's people-and-dogs captions never name.
+
+The final vector concatenates both parts, weighted so that a dot product is
+``alpha * cos(heads) + (1 - alpha) * cos(ConSE image, MiniLM text)``. Image-image dot products mix
+the head similarity with the similarity of the two class distributions, both sensible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from vtsearch.errors import ModelNotFoundError
+from vtsearch.models.base import Embedder, ImageEmbedding, TextEmbedding
+
+MODEL_ID = "vtsearch-lite"
+WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / f"{MODEL_ID}.safetensors"
+IMAGE_FEATURES = 1280
+TEXT_FEATURES = 384
+NUM_CLASSES = 1000
+
+
+@dataclass
+class LiteConfig:
+    """Shape of the trained part and the settings of the ConSE branch."""
+
+    hidden: int = 1024
+    #: Output size of one head pair; ``members`` independently trained pairs are concatenated.
+    out_dim: int = 256
+    members: int = 3
+    dropout: float = 0.4
+    #: Dropout on the z-scored tower features: Flickr8k is small, and the heads overfit fast.
+    in_dropout: float = 0.2
+    #: Weight of the head similarity in the final score; the rest goes to ConSE.
+    alpha: float = 0.6
+    #: ConSE keeps the top ``topk`` ImageNet classes of each image ...
+    topk: int = 20
+    #: ... with probabilities from ``softmax(logits / class_temp)``.
+    class_temp: float = 2.0
+    #: Texts get the same treatment: the top ``text_topk`` classes by MiniLM similarity, weighted
+    #: by ``softmax(cos / text_temp)``, so both sides meet in the span of the class embeddings.
+    #: 0 keeps the raw MiniLM vector.
+    text_topk: int = 20
+    text_temp: float = 0.1
+    #: Share of the raw MiniLM vector kept next to the text's class mixture.
+    text_beta: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return self.members * self.out_dim + (TEXT_FEATURES if self.alpha < 1.0 else 0)
+
+    @classmethod
+    def from_json(cls, text: str) -> LiteConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class ProjectionHead(nn.Module):
+    """A two-layer MLP plus a linear shortcut; the shortcut generalises better on 6k images."""
+
+    def __init__(self, d_in: int, hidden: int, d_out: int, dropout: float, in_dropout: float):
+        super().__init__()
+        self.in_drop = nn.Dropout(in_dropout)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+        )
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.in_drop(x)
+        return self.mlp(x) + self.linear(x)
+
+
+class LiteHeads(nn.Module):
+    """Everything trained or precomputed: maps frozen tower outputs to final vectors.
+
+    Both :class:`LiteEmbedder` and the benchmark call :meth:`image_vectors` and
+    :meth:`text_vectors`, so vectors computed from cached tower features are the same vectors the
+    embedder returns.
+    """
+
+    def __init__(self, config: LiteConfig) -> None:
+        super().__init__()
+        self.config = config
+        # z-score statistics of the frozen features on Flickr8k train.
+        self.register_buffer("img_mean", torch.zeros(IMAGE_FEATURES))
+        self.register_buffer("img_std", torch.ones(IMAGE_FEATURES))
+        self.register_buffer("txt_mean", torch.zeros(TEXT_FEATURES))
+        self.register_buffer("txt_std", torch.ones(TEXT_FEATURES))
+        # Unit MiniLM embeddings of the ImageNet class texts, precomputed at training time.
+        self.register_buffer("class_emb", torch.zeros(NUM_CLASSES, TEXT_FEATURES))
+        c = config
+        # An ensemble of independently trained head pairs: averaging their cosines (concatenating
+        # their unit outputs) smooths the seed-to-seed noise of heads trained on 6k images.
+        self.image_heads = nn.ModuleList(
+            ProjectionHead(IMAGE_FEATURES, c.hidden, c.out_dim, c.dropout, c.in_dropout)
+            for _ in range(c.members)
+        )
+        self.text_heads = nn.ModuleList(
+            ProjectionHead(TEXT_FEATURES, c.hidden, c.out_dim, c.dropout, c.in_dropout)
+            for _ in range(c.members)
+        )
+        self.logit_scale = nn.Parameter(torch.full((c.members,), math.log(1 / 0.07)))
+
+    def head_images(self, pooled: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Unit head vectors of one ensemble member, or of all concatenated (still unit norm)."""
+        return self._heads(self.image_heads, (pooled - self.img_mean) / self.img_std, member)
+
+    def head_texts(self, minilm: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        return self._heads(self.text_heads, (minilm - self.txt_mean) / self.txt_std, member)
+
+    @staticmethod
+    def _heads(heads: nn.ModuleList, x: torch.Tensor, member: int | None) -> torch.Tensor:
+        if member is not None:
+            return F.normalize(heads[member](x), dim=-1)
+        parts = [F.normalize(h(x), dim=-1) for h in heads]
+        return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+
+    def _class_mixture(self, scores: torch.Tensor, k: int, temp: float) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / temp, dim=-1)
+        top, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        top = top / top.sum(-1, keepdim=True)
+        return F.normalize(torch.einsum("bk,bkd->bd", top, self.class_emb[idx]), dim=-1)
+
+    def conse(self, logits: torch.Tensor) -> torch.Tensor:
+        """Unit ConSE vectors in MiniLM space from ImageNet logits ``[B, 1000]``."""
+        return self._class_mixture(logits, self.config.topk, self.config.class_temp)
+
+    def text_conse(self, minilm: torch.Tensor) -> torch.Tensor:
+        """Unit MiniLM-space vectors of texts, pulled towards the classes they are closest to."""
+        cfg = self.config
+        if cfg.text_topk <= 0:
+            return F.normalize(minilm, dim=-1)
+        mixture = self._class_mixture(minilm @ self.class_emb.T, cfg.text_topk, cfg.text_temp)
+        return F.normalize(cfg.text_beta * minilm + (1.0 - cfg.text_beta) * mixture, dim=-1)
+
+    def image_vectors(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Final unit vectors from pooled Lite0 features ``[B, 1280]`` and logits ``[B, 1000]``."""
+        head = self.head_images(pooled.float())
+        return self._mix(head, lambda: self.conse(logits))
+
+    def text_vectors(self, minilm: torch.Tensor) -> torch.Tensor:
+        """Final unit vectors from unit MiniLM sentence vectors ``[B, 384]``."""
+        minilm = minilm.float()
+        head = self.head_texts(minilm)
+        return self._mix(head, lambda: self.text_conse(minilm))
+
+    def _mix(self, head: torch.Tensor, other: Callable[[], torch.Tensor]) -> torch.Tensor:
+        a = self.config.alpha
+        if a >= 1.0:
+            return head
+        return torch.cat([math.sqrt(a) * head, math.sqrt(1.0 - a) * other()], dim=-1)
+
+
+def save_heads(heads: LiteHeads, path: Path | str) -> None:
+    """Write the trained part as fp16 safetensors with its config in the metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in heads.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"config": heads.config.to_json(), "model": MODEL_ID})
+
+
+def load_heads(path: Path | str = WEIGHTS_PATH) -> LiteHeads:
+    """Read a weights file written by :func:`save_heads` (fp16 on disk, fp32 in memory)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"vtsearch-lite weights not found at {path}; reinstall vtsearch")
+    with safe_open(str(path), framework="pt") as f:
+        config = LiteConfig.from_json((f.metadata() or {}).get("config", "{}"))
+        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+    heads = LiteHeads(config)
+    heads.load_state_dict(state)
+    return heads.eval()
+
+
+class LiteEmbedder(Embedder):
+    """The offline default model: locked Lite0 + MiniLM towers, trained heads, ConSE branch.
+
+    Example:
+        >>> model = load_lite()
+        >>> img = model.encode_pil([Image.open("cat.jpg")]).vectors  # doctest: +SKIP
+        >>> txt = model.encode_texts(["a cat"]).vectors
+        >>> score = (img @ txt.T).item()  # doctest: +SKIP
+    """
+
+    model_id = MODEL_ID
+
+    def __init__(self, weights: Path | str = WEIGHTS_PATH, device: torch.device | str = "cpu"):
+        from vtsearch.models.features import quiet_text_tower
+        from vtsearch.models.towers import ImageTower, lite_transform
+
+        self.heads = load_heads(weights)
+        self.dim = self.heads.config.dim
+        self.image_tower = ImageTower().eval()
+        self.text_tower = quiet_text_tower().eval()
+        self._transform = lite_transform()
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    @property
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return self._transform
+
+    def encode_images(self, pixels: torch.Tensor) -> ImageEmbedding:
+        with torch.inference_mode():
+            pooled, tokens, logits = self.image_tower(pixels.to(self.device))
+            vectors = self.heads.image_vectors(pooled, logits)
+        return ImageEmbedding(vectors=vectors, tokens=tokens)
+
+    def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
+        with torch.inference_mode():
+            pooled, states, mask = self.text_tower(list(texts))
+            vectors = self.heads.text_vectors(pooled)
+        return TextEmbedding(vectors=vectors, states=states, mask=mask)
+
+    def to(self, device: torch.device | str) -> LiteEmbedder:
+        self.device = torch.device(device)
+        for module in (self.heads, self.image_tower, self.text_tower):
+            module.to(self.device)
+        return self
+
+
+def load_lite(device: torch.device | str = "cpu") -> LiteEmbedder:
+    """Load vtsearch-lite with its shipped weights.
+
+    Args:
+        device: where to run the towers and heads.
+
+    Returns:
+        A ready :class:`LiteEmbedder`.
+
+    Example:
+        >>> model = load_lite()
+        >>> model.encode_texts(["a dog on a beach"]).vectors.shape == (1, model.dim)
+        True
+    """
+    return LiteEmbedder(WEIGHTS_PATH, device=device)

@@ -14,6 +14,7 @@ from vtsearch.indexer.decode import decode_loader
 from vtsearch.indexer.scan import Plan, plan_changes, scan_folder
 from vtsearch.models.base import Embedder
 from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.tokens import TokenCache
 from vtsearch.storage.vectors import VectorIndex
 
 
@@ -36,6 +37,38 @@ class IndexReport:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
+class TokenSink:
+    """Where region tokens go while indexing: a reducer to the cached form, and the cache."""
+
+    def __init__(self, reduce: Callable[[torch.Tensor], np.ndarray], cache: TokenCache) -> None:
+        self.reduce = reduce
+        self.cache = cache
+
+    def writer(self, region_tokens: np.ndarray | None) -> Callable[[list], None]:
+        """A ``before_commit`` hook: tokens of the embedded rows in, slots of failed rows out."""
+
+        def write(rows: list[tuple[int, np.ndarray | None]]) -> None:
+            ok = np.array([i for i, v in rows if v is not None], dtype=np.int64)
+            failed = np.array([i for i, v in rows if v is None], dtype=np.int64)
+            if len(ok):
+                assert region_tokens is not None and len(region_tokens) == len(ok)
+                self.cache.put(ok, region_tokens)
+            self.cache.remove(failed)
+
+        return write
+
+    def copier(self, sources: list[int | None]) -> Callable[[list], None]:
+        """A ``before_commit`` hook for copied files: their tokens are their source's."""
+
+        def write(rows: list[tuple[int, np.ndarray | None]]) -> None:
+            for (row_id, _), src in zip(rows, sources, strict=True):
+                got = self.cache.get(np.array([src])) if src is not None else [None]
+                if got[0] is not None:
+                    self.cache.put(np.array([row_id]), got[0][None])
+
+        return write
+
+
 #: Called with (files done, files to embed) after each batch.
 Progress = Callable[[int, int], None]
 
@@ -52,11 +85,13 @@ def index_folder(
     workers: int = 2,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    tokens: TokenSink | None = None,
 ) -> IndexReport:
     """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
 
     Each batch commits its rows and vectors in one transaction before the next starts, so a run that
     is killed resumes where it stopped. ``should_stop`` is polled between batches (for SIGINT).
+    With ``tokens``, each image's region tokens go to the token cache in the same step.
     """
     t0 = time.perf_counter()
     root = root.resolve()
@@ -68,7 +103,7 @@ def index_folder(
     plan = plan_changes(files, known, rejected)
     report = IndexReport(scanned=len(files) + len(rejected), unchanged=plan.unchanged)
 
-    _apply_cheap_changes(plan, catalog, known, report)
+    _apply_cheap_changes(plan, catalog, known, report, tokens)
     vindex.sync(catalog)
 
     todo = plan.embed
@@ -84,11 +119,13 @@ def index_folder(
         pin_memory=device.type == "cuda",
     )
     for pixels, decoded in loader:
-        vectors = None
+        vectors = region_tokens = None
         if pixels is not None:
             with torch.inference_mode():
-                vectors = embedder.encode_images(pixels.to(device, non_blocking=True)).vectors
-            vectors = vectors.float().cpu().numpy()
+                emb = embedder.encode_images(pixels.to(device, non_blocking=True))
+                if tokens is not None:
+                    region_tokens = tokens.reduce(emb.tokens)
+            vectors = emb.vectors.float().cpu().numpy()
         items, v = [], 0
         for d in decoded:
             stat, digest, replace_id = todo[d.index]
@@ -106,7 +143,7 @@ def index_folder(
                 item.error = d.error
                 report.failed.append((stat.path, d.error or "unknown error"))
             items.append(item)
-        catalog.write_batch(items)
+        catalog.write_batch(items, tokens.writer(region_tokens) if tokens else None)
         vindex.sync(catalog)
         done += len(decoded)
         report.embedded += sum(1 for it in items if it.error is None)
@@ -120,9 +157,13 @@ def index_folder(
     return report
 
 
-def _apply_cheap_changes(plan: Plan, catalog: Catalog, known: dict, report: IndexReport) -> None:
+def _apply_cheap_changes(
+    plan: Plan, catalog: Catalog, known: dict, report: IndexReport, tokens: TokenSink | None
+) -> None:
     """Deletions, moves, copies and rejects: nothing here needs a decode."""
     catalog.remove(plan.delete)
+    if tokens is not None:
+        tokens.cache.remove(np.array(plan.delete, dtype=np.int64))
     report.deleted = len(plan.delete)
     catalog.touch([(rid, f.path, f.size, f.mtime_ns) for rid, f in plan.relink])
     report.relinked = len(plan.relink)
@@ -133,8 +174,8 @@ def _apply_cheap_changes(plan: Plan, catalog: Catalog, known: dict, report: Inde
             for f, h in plan.copy
             if h in by_hash
         ]
-        _fill_metadata_from_source(items, catalog)
-        catalog.write_batch(items)
+        sources = _fill_metadata_from_source(items, catalog)
+        catalog.write_batch(items, tokens.copier(sources) if tokens else None)
         report.copied = len(items)
     if plan.rejected:
         items = []
@@ -151,13 +192,15 @@ def _apply_cheap_changes(plan: Plan, catalog: Catalog, known: dict, report: Inde
                 )
             )
             report.failed.append((f.path, reason))
-        catalog.write_batch(items)
+        catalog.write_batch(items, tokens.writer(None) if tokens else None)
 
 
-def _fill_metadata_from_source(items: list[NewImage], catalog: Catalog) -> None:
-    # A copy has the same pixels as its source, so it shares width, height and format.
+def _fill_metadata_from_source(items: list[NewImage], catalog: Catalog) -> list[int | None]:
+    """Copy width, height, format and time from each copy's source; returns the source ids."""
+    sources: list[int | None] = []
     for it in items:
         src = catalog.row_by_hash(it.sha256) if it.sha256 else None
+        sources.append(src.id if src is not None else None)
         if src is not None:
             it.width, it.height, it.format, it.taken_at = (
                 src.width,
@@ -165,3 +208,4 @@ def _fill_metadata_from_source(items: list[NewImage], catalog: Catalog) -> None:
                 src.format,
                 src.taken_at,
             )
+    return sources

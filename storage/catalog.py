@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -235,10 +235,16 @@ class Catalog:
         s.merge(Meta(key="seq", value=str(nxt)))
         return nxt
 
-    def write_batch(self, items: list[NewImage]) -> list[tuple[int, np.ndarray | None]]:
+    def write_batch(
+        self,
+        items: list[NewImage],
+        before_commit: Callable[[list[tuple[int, np.ndarray | None]]], None] | None = None,
+    ) -> list[tuple[int, np.ndarray | None]]:
         """Insert or overwrite rows with their vectors in one transaction.
 
         Returns ``(id, vector)`` for each item in order; ``vector`` is None for failed files.
+        ``before_commit`` gets the same list once the ids are known but before the commit, so side
+        files (the token cache) are written before the rows that point at them become visible.
         """
         out: list[tuple[int, np.ndarray | None]] = []
         now = time.time()
@@ -273,6 +279,8 @@ class Catalog:
                 row.indexed_at = now
                 s.flush()
                 out.append((row.id, it.vector if ok else None))
+            if before_commit is not None:
+                before_commit(out)
         return out
 
     def touch(self, updates: list[tuple[int, str, int, int]]) -> None:

@@ -8,7 +8,11 @@ from datetime import datetime
 
 @dataclass
 class Result:
-    """One hit: the catalog id, the file, and the bi-encoder similarity."""
+    """One hit: the catalog id, the file, and its score.
+
+    ``score`` orders the results; ``bi_score`` is the bi-encoder similarity and ``rerank_score``
+    the fusion scorer's logit (None when the results were not re-ranked).
+    """
 
     id: int
     path: str
@@ -16,6 +20,8 @@ class Result:
     width: int | None = None
     height: int | None = None
     taken_at: datetime | None = None
+    bi_score: float | None = None
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -31,6 +37,8 @@ class TextResult:
     text: str
     score: float
     source: str | None = None
+    bi_score: float | None = None
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,7 +24,15 @@ def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -
     hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     rows = catalog.rows(i for i, _ in hits)
     return [
-        Result(i, rows[i].path, s, rows[i].width, rows[i].height, rows[i].taken_at)
+        Result(i, rows[i].path, s, rows[i].width, rows[i].height, rows[i].taken_at, bi_score=s)
         for i, s in hits
         if i in rows  # a row deleted after the index snapshot is simply not shown
     ]
+
+
+def apply_rerank(results: list, fusion: np.ndarray, mix: float, k: int) -> list:
+    """Final score = bi-encoder score + ``mix`` x fusion logit; the best ``k`` by it."""
+    for r, f in zip(results, fusion, strict=True):
+        r.rerank_score = float(f)
+        r.score = float(r.bi_score) + mix * float(f)
+    return sorted(results, key=lambda r: -r.score)[:k]

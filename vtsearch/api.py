@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from vtsearch.indexer.pipeline import IndexReport
     from vtsearch.models.base import Embedder
+    from vtsearch.search.rerank import FusionReranker
     from vtsearch.search.results import Result, TextResult
     from vtsearch.storage.catalog import Catalog
     from vtsearch.storage.vectors import VectorIndex
@@ -52,6 +53,8 @@ class Engine:
         model: embedding model name; default the collection's own model, else ``vtsearch-lite``.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when present.
         embedder: an already loaded model to use (shared between engines); overrides ``model``.
+        reranker: ``None`` (the model's fusion scorer if it ships one), ``"none"``, or the path of
+            a fusion weights file.
 
     Example:
         >>> eng = Engine("/tmp/photos-index")  # doctest: +SKIP
@@ -65,6 +68,7 @@ class Engine:
         model: str | None = None,
         device: str | None = None,
         embedder: Embedder | None = None,
+        reranker: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path else config.default_collection()
         self._model_arg = embedder.model_id if embedder is not None else model
@@ -73,6 +77,8 @@ class Engine:
         self._embedder: Embedder | None = embedder
         self._vindex: VectorIndex | None = None
         self._tindex: VectorIndex | None = None
+        self._reranker_name = reranker
+        self._reranker: FusionReranker | bool | None = False  # False: not loaded yet
 
     # -- lazily opened parts ------------------------------------------------------------------
     def _open_catalog(self, create: bool) -> Catalog:
@@ -178,6 +184,13 @@ class Engine:
 
             if catalog.get_meta("index_kind") is None:
                 catalog.set_meta("index_kind", vindex.kind)
+            reranker = self._load_reranker()
+            sink = None
+            if reranker is not None:
+                from vtsearch.indexer.pipeline import TokenSink
+                from vtsearch.storage.tokens import TokenCache
+
+                sink = TokenSink(reranker.reduce, TokenCache(self.path, *reranker.token_shape))
             report = index_folder(
                 root,
                 catalog,
@@ -189,6 +202,7 @@ class Engine:
                 workers=min(4, os.cpu_count() or 1) if workers is None else workers,
                 progress=checkpoint,
                 should_stop=should_stop,
+                tokens=sink,
             )
             vindex.save(self.path)
             return report
@@ -198,31 +212,62 @@ class Engine:
         text: str | None = None,
         image: str | Path | Image.Image | None = None,
         k: int = 10,
+        *,
+        rerank: bool = True,
+        rerank_k: int | None = None,
     ) -> list[Result]:
         """Images ranked by similarity to a text query, an example image, or both.
 
         Text may carry weighted terms (``"a beach - people + sunset^0.5"``, see ``parse_query``).
+        With a text and a fusion scorer, the bi-encoder's top ``rerank_k`` are re-ranked by it.
         """
-        from vtsearch.search.retrieve import combine, retrieve
+        from vtsearch.search.query import encode_query
+        from vtsearch.search.retrieve import apply_rerank, retrieve
 
+        self._check_k(k)
         catalog, embedder = self._bound(create=False)
-        query = combine(*self._query_parts(embedder, text, image, k))
-        return retrieve(query, self._vectors(catalog, embedder.dim), catalog, k)
+        q = encode_query(embedder, text, image)
+        reranker = self._load_reranker() if rerank and q.text is not None else None
+        depth = max(k, rerank_k or (reranker.default_k if reranker else k))
+        hits = retrieve(q.vector, self._vectors(catalog, embedder.dim), catalog, depth)
+        if reranker is None or not hits:
+            return hits[:k]
+        regions = self._region_tokens(reranker, embedder, [h.id for h in hits])
+        return apply_rerank(hits, reranker.score_images(q.text, regions), reranker.mix, k)
 
-    def _embed_query_image(self, embedder: Embedder, image: str | Path | Image.Image) -> np.ndarray:
-        from PIL import Image as PILImage
+    @staticmethod
+    def _check_k(k: int) -> None:
+        if k < 1:
+            raise QueryError(f"k must be at least 1, not {k}")
 
-        from vtsearch.indexer.decode import describe_error, load_image
+    def _load_reranker(self) -> FusionReranker | None:
+        if self._reranker is False:
+            from vtsearch.search.rerank import load_reranker
 
-        if isinstance(image, PILImage.Image):
-            pil = image.convert("RGB")
-        else:
-            try:
-                pil = load_image(str(Path(image).expanduser())).image
-            except Exception as e:
-                raise QueryError(f"cannot read query image {image}: {describe_error(e)}") from e
-        pixels = embedder.transform(pil)[None].to(embedder.device)
-        return embedder.encode_images(pixels).vectors.float().cpu().numpy()
+            self._reranker = load_reranker(self.model_id, self._reranker_name)
+        return self._reranker  # type: ignore[return-value]
+
+    def _region_tokens(
+        self, reranker: FusionReranker, embedder: Embedder, ids: list[int]
+    ) -> np.ndarray:
+        """Cached tokens of ``ids``; images without them are decoded and encoded again."""
+        import torch
+
+        from vtsearch.search.query import read_image
+        from vtsearch.storage.tokens import TokenCache
+
+        cache = TokenCache.open_existing(self.path)
+        if cache is not None and (cache.n_tokens, cache.dim) != reranker.token_shape:
+            cache = None
+        got = cache.get(np.array(ids)) if cache is not None else [None] * len(ids)
+        missing = [i for i, t in zip(ids, got, strict=True) if t is None]
+        if missing:
+            rows = self._catalog.rows(missing) if self._catalog else {}
+            pixels = torch.stack([embedder.transform(read_image(rows[i].path)) for i in missing])
+            fresh = reranker.reduce(embedder.encode_images(pixels.to(embedder.device)).tokens)
+            by_id = dict(zip(missing, fresh, strict=True))
+            got = [t if t is not None else by_id[i] for i, t in zip(ids, got, strict=True)]
+        return np.stack(got).astype(np.float32)
 
     def add_texts(
         self, texts: Sequence[str], source: str | None = None, batch_size: int = 256
@@ -255,46 +300,38 @@ class Engine:
         image: str | Path | Image.Image | None = None,
         text: str | None = None,
         k: int = 10,
+        *,
+        rerank: bool = True,
+        rerank_k: int | None = None,
     ) -> list[TextResult]:
-        """The collection's texts ranked by similarity to an image (or a text, or both)."""
-        from vtsearch.search.results import TextResult
-        from vtsearch.search.retrieve import combine
+        """The collection's texts ranked by similarity to an image (or a text, or both).
 
+        With a query image and a fusion scorer, the top ``rerank_k`` texts are re-ranked by it.
+        """
+        from vtsearch.search.query import encode_query
+        from vtsearch.search.results import TextResult
+        from vtsearch.search.retrieve import apply_rerank
+
+        self._check_k(k)
         catalog, embedder = self._bound(create=False)
-        query = combine(*self._query_parts(embedder, text, image, k))
+        q = encode_query(embedder, text, image)
         tindex = self._text_vectors(catalog, embedder.dim)
         if len(tindex) == 0:
             raise QueryError("the collection has no texts; add some with: vtsearch texts add FILE")
-        scores, ids = tindex.search(query[None, :], k)
+        reranker = self._load_reranker() if rerank and q.image_tokens is not None else None
+        depth = max(k, rerank_k or (reranker.default_k if reranker else k))
+        scores, ids = tindex.search(q.vector[None, :], depth)
         rows = catalog.text_rows(int(i) for i in ids[0] if i >= 0)
-        return [
-            TextResult(int(i), rows[int(i)][0], float(s), rows[int(i)][1])
+        hits = [
+            TextResult(int(i), rows[int(i)][0], float(s), rows[int(i)][1], bi_score=float(s))
             for i, s in zip(ids[0], scores[0], strict=True)
             if int(i) in rows
         ]
-
-    def _query_parts(
-        self,
-        embedder: Embedder,
-        text: str | None,
-        image: str | Path | Image.Image | None,
-        k: int,
-    ) -> tuple[np.ndarray, list[float]]:
-        from vtsearch.search.parse import parse_query
-
-        if text is None and image is None:
-            raise QueryError("give a text query, an image, or both")
-        if k < 1:
-            raise QueryError(f"k must be at least 1, not {k}")
-        parts, weights = [], []
-        if text is not None:
-            parsed = parse_query(text)
-            parts.append(embedder.encode_texts(parsed.texts).vectors.float().cpu().numpy())
-            weights += parsed.weights
-        if image is not None:
-            parts.append(self._embed_query_image(embedder, image))
-            weights.append(1.0)
-        return np.concatenate(parts), weights
+        if reranker is None or not hits:
+            return hits[:k]
+        states = embedder.encode_texts([h.text for h in hits])
+        regions = reranker.reduce(q.image_tokens)
+        return apply_rerank(hits, reranker.score_texts(regions, states), reranker.mix, k)
 
     def status(self) -> CollectionStatus:
         """Model, counts, failed files and size on disk of the collection."""

@@ -30,7 +30,12 @@ class _Group(click.Group):
 def _engine(ctx: click.Context):
     from vtsearch.api import Engine
 
-    return Engine(ctx.obj["db"], model=ctx.obj["model"], device=ctx.obj["device"])
+    return Engine(
+        ctx.obj["db"],
+        model=ctx.obj["model"],
+        device=ctx.obj["device"],
+        reranker=ctx.obj["reranker"],
+    )
 
 
 @click.group(cls=_Group)
@@ -42,9 +47,20 @@ def _engine(ctx: click.Context):
 )
 @click.option("--model", default=None, help="Model name or folder (default: vtsearch-lite).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if present).")
+@click.option(
+    "--reranker",
+    default=None,
+    help="fusion (the model's own scorer, default when it ships one), none, or a weights file.",
+)
 @click.version_option(package_name="vtsearch")
 @click.pass_context
-def main(ctx: click.Context, db: Path | None, model: str | None, device: str | None) -> None:
+def main(
+    ctx: click.Context,
+    db: Path | None,
+    model: str | None,
+    device: str | None,
+    reranker: str | None,
+) -> None:
     """Search your photos by words or by example.
 
     \b
@@ -53,7 +69,9 @@ def main(ctx: click.Context, db: Path | None, model: str | None, device: str | N
       vtsearch query "a dog running on the beach"
     """
     ctx.ensure_object(dict)
-    ctx.obj.update(db=db or config.default_collection(), model=model, device=device)
+    ctx.obj.update(
+        db=db or config.default_collection(), model=model, device=device, reranker=reranker
+    )
 
 
 @main.command()
@@ -138,6 +156,10 @@ def index(
 @click.option(
     "--texts", "over_texts", is_flag=True, help="Rank the collection's texts instead of images."
 )
+@click.option("--no-rerank", is_flag=True, help="Bi-encoder order only, no fusion re-ranking.")
+@click.option(
+    "--rerank-k", type=click.IntRange(1), default=None, help="Candidates to re-rank (default 50)."
+)
 @click.pass_context
 def query(
     ctx: click.Context,
@@ -146,6 +168,8 @@ def query(
     limit: int,
     as_json: bool,
     over_texts: bool,
+    no_rerank: bool,
+    rerank_k: int | None,
 ) -> None:
     """Find images matching TEXT, an --image, or both.
 
@@ -161,10 +185,11 @@ def query(
     if text is None and image is None:
         raise click.UsageError("give TEXT, --image FILE, or both")
     eng = _engine(ctx)
+    opts = {"k": limit, "rerank": not no_rerank, "rerank_k": rerank_k}
     if over_texts:
-        results = eng.search_texts(image=image, text=text, k=limit)
+        results = eng.search_texts(image=image, text=text, **opts)
     else:
-        results = eng.search(text=text, image=image, k=limit)
+        results = eng.search(text=text, image=image, **opts)
     for r in results:
         if as_json:
             click.echo(json.dumps(r.to_dict()))

@@ -123,8 +123,13 @@ class FusionScorer(nn.Module):
         self.blocks = nn.ModuleList(
             CrossAttentionBlock(cfg.d, cfg.heads, cfg.dropout) for _ in range(cfg.layers)
         )
+        # Matching: each word attends once more over the regions, and a per-word MLP reads the
+        # word, what it found, and their product (the product is what makes a match easy to see).
+        self.match_q = nn.Linear(cfg.d, cfg.d)
+        self.match_k = nn.Linear(cfg.d, cfg.d)
+        self.match_v = nn.Linear(cfg.d, cfg.d)
         self.head = nn.Sequential(
-            nn.LayerNorm(cfg.d), nn.Linear(cfg.d, cfg.d), nn.GELU(), nn.Linear(cfg.d, 1)
+            nn.LayerNorm(3 * cfg.d), nn.Linear(3 * cfg.d, cfg.d), nn.GELU(), nn.Linear(cfg.d, 1)
         )
         nn.init.normal_(self.row, std=0.02)
         nn.init.normal_(self.col, std=0.02)
@@ -142,9 +147,14 @@ class FusionScorer(nn.Module):
         regs = self.region_in(regions.float()) + self.positions()[: regions.shape[1]]
         for block in self.blocks:
             words = block(words, regs)
-        m = text_mask.unsqueeze(-1).to(words.dtype)
-        pooled = (words * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.head(pooled).squeeze(-1)
+        found = F.scaled_dot_product_attention(
+            self.match_q(words).unsqueeze(1),
+            self.match_k(regs).unsqueeze(1),
+            self.match_v(regs).unsqueeze(1),
+        ).squeeze(1)  # [B, T, d]: softmax(QK^T / sqrt(d)) V per word
+        per_word = self.head(torch.cat([words, found, words * found], dim=-1)).squeeze(-1)
+        m = text_mask.to(per_word.dtype)
+        return (per_word * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     @torch.inference_mode()
     def score(

@@ -1,0 +1,61 @@
+"""Encode a query (text, image or both) into a search direction and what re-ranking needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vtsearch.errors import QueryError
+from vtsearch.models.base import Embedder, TextEmbedding
+from vtsearch.search.parse import parse_query
+from vtsearch.search.retrieve import combine
+
+
+@dataclass
+class EncodedQuery:
+    #: The unit search direction: weighted terms and the image, combined.
+    vector: np.ndarray
+    #: Token states of the strongest positive term, for re-ranking images (None: image only).
+    text: TextEmbedding | None
+    #: Raw region tokens ``[1, N, C]`` of the query image, for re-ranking texts.
+    image_tokens: torch.Tensor | None
+
+
+def read_image(image: str | Path | Image.Image) -> Image.Image:
+    from vtsearch.indexer.decode import describe_error, load_image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        return load_image(str(Path(image).expanduser())).image
+    except Exception as e:
+        raise QueryError(f"cannot read query image {image}: {describe_error(e)}") from e
+
+
+def encode_query(
+    embedder: Embedder, text: str | None, image: str | Path | Image.Image | None
+) -> EncodedQuery:
+    if text is None and image is None:
+        raise QueryError("give a text query, an image, or both")
+    parts, weights = [], []
+    main_text = image_tokens = None
+    if text is not None:
+        parsed = parse_query(text)
+        emb = embedder.encode_texts(parsed.texts)
+        parts.append(emb.vectors.float().cpu().numpy())
+        weights += parsed.weights
+        best = int(np.argmax(parsed.weights))
+        main_text = TextEmbedding(
+            emb.vectors[best : best + 1], emb.states[best : best + 1], emb.mask[best : best + 1]
+        )
+    if image is not None:
+        pixels = embedder.transform(read_image(image))[None].to(embedder.device)
+        img = embedder.encode_images(pixels)
+        parts.append(img.vectors.float().cpu().numpy())
+        weights.append(1.0)
+        image_tokens = img.tokens
+    return EncodedQuery(combine(np.concatenate(parts), weights), main_text, image_tokens)

@@ -1,0 +1,90 @@
+"""Re-ranking plumbing with the default model: token cache on index, scores, fallbacks."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLES
+
+from vtsearch import Engine
+from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
+from vtsearch.models.registry import load_embedder
+from vtsearch.storage.tokens import TokenCache
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return load_embedder("vtsearch-lite", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scorer_path(tmp_path_factory):
+    torch.manual_seed(0)
+    scorer = FusionScorer(FusionConfig(d=64, heads=2, layers=1))
+    scorer.reducer.fit(torch.randn(600, 1280))
+    path = tmp_path_factory.mktemp("fusion") / "fusion.safetensors"
+    save_fusion(scorer, path, extra={"mix": 0.05, "rerank_k": 10})
+    return str(path)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLES, folder)
+    return folder
+
+
+def test_index_caches_compact_tokens_and_rerank_mixes_scores(tmp_path, photos, lite, scorer_path):
+    eng = Engine(tmp_path / "coll", embedder=lite, reranker=scorer_path)
+    eng.index(photos, workers=0)
+    cache = TokenCache.open_existing(tmp_path / "coll")
+    assert cache is not None and cache.bytes_per_image <= 32 * 1024
+    ids = [r.id for r in eng.search(text="a cat", k=19, rerank=False)]
+    assert all(t is not None for t in cache.get(np.array(ids)))
+
+    hits = eng.search(text="a cat", k=5)
+    assert len(hits) == 5
+    for h in hits:
+        assert h.rerank_score is not None
+        assert h.score == pytest.approx(h.bi_score + 0.05 * h.rerank_score, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    plain = eng.search(text="a cat", k=5, rerank=False)
+    assert all(h.rerank_score is None and h.score == h.bi_score for h in plain)
+
+    # Without the cache the engine recomputes the top-k tokens: same scores up to int8 rounding.
+    for f in ("tokens.bin", "tokens.json"):
+        (tmp_path / "coll" / f).unlink()
+    fresh = Engine(tmp_path / "coll", embedder=lite, reranker=scorer_path)
+    again = fresh.search(text="a cat", k=5)
+    assert [h.id for h in again][:3] == [h.id for h in hits][:3]
+    for a, b in zip(again, hits, strict=True):
+        assert a.rerank_score == pytest.approx(b.rerank_score, abs=0.05)
+
+
+def test_token_slots_follow_deletes_and_copies(tmp_path, photos, lite, scorer_path):
+    eng = Engine(tmp_path / "coll", embedder=lite, reranker=scorer_path)
+    eng.index(photos, workers=0)
+    cat_id = eng.search(image=photos / "cat_chelsea.png", k=1, rerank=False)[0].id
+    (photos / "cat_chelsea.png").unlink()
+    shutil.copy(photos / "raccoon.jpg", photos / "raccoon_copy.jpg")
+    eng.index(photos, workers=0)
+    cache = TokenCache.open_existing(tmp_path / "coll")
+    assert cache.get(np.array([cat_id])) == [None]
+    by_name = {
+        h.path.rsplit("/", 1)[1]: h.id for h in eng.search(text="a raccoon", k=20, rerank=False)
+    }
+    a, b = cache.get(np.array([by_name["raccoon.jpg"], by_name["raccoon_copy.jpg"]]))
+    assert a is not None and np.array_equal(a, b)
+
+
+def test_image_to_text_rerank(tmp_path, photos, lite, scorer_path):
+    eng = Engine(tmp_path / "coll", embedder=lite, reranker=scorer_path)
+    eng.index(photos, workers=0)
+    captions = [line.split("\t")[1] for line in (SAMPLES / "captions.txt").read_text().splitlines()]
+    eng.add_texts(captions, source="captions")
+    hits = eng.search_texts(image=photos / "coffee_cup.jpg", k=3)
+    assert len(hits) == 3 and all(h.rerank_score is not None for h in hits)
+    assert (
+        eng.search_texts(image=photos / "coffee_cup.jpg", k=3, rerank=False)[0].rerank_score is None
+    )

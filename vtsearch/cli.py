@@ -262,6 +262,110 @@ def texts_remove(ctx: click.Context, source: str | None) -> None:
     click.echo(f"{n} texts removed")
 
 
+@main.command("eval")
+@click.option(
+    "--captions",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="image<TAB>caption lines (a header line is skipped).",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="Folder holding the images named in --captions.",
+)
+@click.option(
+    "--split",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="File of image names to evaluate on (default: every captioned image).",
+)
+@click.option("--rerank-k", default=50, show_default=True, help="Candidates to re-rank.")
+@click.option("--limit", type=int, default=None, help="Evaluate on the first N images only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def eval_cmd(
+    ctx: click.Context,
+    captions: Path,
+    images: Path,
+    split: Path | None,
+    rerank_k: int,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Recall@1/5/10 and median rank in both directions, bi-encoder alone and re-ranked.
+
+    Builds a throw-away index of the images, adds the captions as texts, and prints the table
+    with a paired bootstrap 95% interval of the re-rank gain and the added latency per query.
+
+    \b
+    Example:
+      vtsearch eval --captions ../shared/data/flickr8k/captions.tsv \\
+        --images ../shared/data/flickr8k/images --split ../shared/data/flickr8k/splits/test.txt
+    """
+    import dataclasses
+    import tempfile
+
+    from tqdm import tqdm
+
+    from vtsearch.api import Engine
+    from vtsearch.search.evaluate import evaluate, read_captions
+
+    names = split.read_text().split() if split else None
+    caps = read_captions(captions, set(names) if names else None)
+    order = [n for n in (names or sorted(caps)) if n in caps and (images / n).is_file()]
+    order = order[:limit] if limit else order
+    with tempfile.TemporaryDirectory(prefix="vtsearch-eval-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for n in order:
+            (folder / n).symlink_to((images / n).resolve())
+        eng = Engine(
+            Path(tmp) / "coll",
+            model=ctx.obj["model"],
+            device=ctx.obj["device"],
+            reranker=ctx.obj["reranker"],
+        )
+        eng.index(folder)
+        eng.add_texts([c for n in order for c in caps[n]], source="eval")
+        paths = {n: folder / n for n in order}
+        with tqdm(total=0, desc="queries", disable=not sys.stderr.isatty()) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = evaluate(
+                eng, paths, {n: caps[n] for n in order}, rerank_k=rerank_k, progress=progress
+            )
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+        return
+    click.echo(f"{report.images} images, {report.captions} captions, re-rank depth {rerank_k}")
+    click.echo(
+        f"{'direction':<16}{'ranking':<10}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'medR':>7}"
+        f"{'ms/query':>10}"
+    )
+    for label, d in (("text->image", report.text_to_image), ("image->text", report.image_to_text)):
+        rows = [("bi-encoder", d.bi, d.ms_per_query_bi)]
+        if d.rerank is not None:
+            rows.append(("re-ranked", d.rerank, d.ms_per_query_rerank))
+        for name, m, ms in rows:
+            click.echo(
+                f"{label:<16}{name:<10}{m['R@1']:>7.1f}{m['R@5']:>7.1f}{m['R@10']:>7.1f}"
+                f"{m['median_rank']:>7.0f}{ms:>10.1f}"
+            )
+        if d.r1_gain_ci is not None:
+            gain = d.rerank["R@1"] - d.bi["R@1"]
+            click.echo(
+                f"{label:<16}R@1 gain {gain:+.1f} points, paired bootstrap 95% interval "
+                f"[{d.r1_gain_ci[0]:+.1f}, {d.r1_gain_ci[1]:+.1f}]"
+            )
+    if report.text_to_image.rerank is None:
+        click.echo("(no fusion scorer for this model: bi-encoder figures only)")
+
+
 @main.group()
 def train() -> None:
     """Train the default model's parts on Flickr8k.
@@ -269,6 +373,7 @@ def train() -> None:
     \b
     Example:
       vtsearch train bi-encoder --flickr ../shared/data/flickr8k
+      vtsearch train fusion --flickr ../shared/data/flickr8k
     """
 
 
@@ -306,6 +411,48 @@ def train_biencoder_cmd(
 
     out = out or Path(__file__).parent / "models" / "weights"
     metrics = train_biencoder(flickr, out, seed=seed, cache_dir=cache, flowers_dir=flowers)
+    click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@train.command("fusion")
+@click.option(
+    "--flickr",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="Flickr8k folder (images/, captions.tsv, splits/).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Weights file (default: the package's vtsearch-lite-fusion.safetensors).",
+)
+@click.option("--cache", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--epochs", default=6, show_default=True)
+@click.option("--folds", default=5, show_default=True, help="Cross-fitting folds for candidates.")
+@click.option("--seed", default=0, show_default=True)
+def train_fusion_cmd(
+    flickr: Path, out: Path | None, cache: Path | None, epochs: int, folds: int, seed: int
+) -> None:
+    """Train the cross-attention fusion re-ranker of vtsearch-lite (train split, dev selection).
+
+    \b
+    Example:
+      vtsearch train fusion --flickr ../shared/data/flickr8k --out /tmp/fusion.safetensors
+    """
+    from vtsearch.models.train_fusion import train_fusion
+    from vtsearch.search.rerank import default_weights
+
+    out = out or default_weights("vtsearch-lite")
+    metrics = train_fusion(
+        flickr,
+        out,
+        cache_dir=cache,
+        seed=seed,
+        folds=folds,
+        epochs=epochs,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(json.dumps(metrics, indent=2, default=str))
 
 

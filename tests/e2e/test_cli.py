@@ -101,3 +101,21 @@ def test_texts_add_and_image_to_text_query(tmp_path, photos, tiny_clip):
     assert "3 texts removed" in r.output
     r = run("--db", db, "query", "--image", photos / "img0.png", "--texts")
     assert r.exit_code == 2 and "texts add" in r.output
+
+
+def test_eval_prints_recall_for_both_directions(tmp_path, photos, tiny_clip):
+    caps = tmp_path / "caps.tsv"
+    caps.write_text(
+        "image\tcaption\n"
+        + "".join(f"img{i}.png\tphoto number {i}\nimg{i}.png\tpicture {i}\n" for i in range(6))
+    )
+    r = run("--model", tiny_clip, "eval", "--captions", caps, "--images", photos, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert (rep["images"], rep["captions"]) == (6, 12)
+    for d in ("text_to_image", "image_to_text"):
+        m = rep[d]["bi"]
+        assert 0 <= m["R@1"] <= m["R@5"] <= m["R@10"] == 100.0  # 6 images: all within 10
+        assert rep[d]["rerank"] is None  # CLIP has no fusion scorer
+    r = run("--model", tiny_clip, "eval", "--captions", caps, "--images", photos, "--limit", 3)
+    assert r.exit_code == 0 and "3 images, 6 captions" in r.output and "text->image" in r.output

@@ -88,3 +88,22 @@ def test_image_to_text_rerank(tmp_path, photos, lite, scorer_path):
     assert (
         eng.search_texts(image=photos / "coffee_cup.jpg", k=3, rerank=False)[0].rerank_score is None
     )
+
+
+def test_evaluate_reports_rerank_gain_with_an_interval(tmp_path, photos, lite, scorer_path):
+    from vtsearch.search.evaluate import evaluate
+
+    eng = Engine(tmp_path / "coll", embedder=lite, reranker=scorer_path)
+    eng.index(photos, workers=0)
+    caps = {}
+    for line in (SAMPLES / "captions.txt").read_text().splitlines():
+        name, cap = line.split("\t")
+        caps[name] = [cap]
+    eng.add_texts([c[0] for c in caps.values()])
+    rep = evaluate(eng, {n: photos / n for n in caps}, caps, rerank_k=5, latency_queries=3)
+    t2i = rep.text_to_image
+    assert rep.images == 19 and t2i.rerank is not None
+    assert t2i.bi["R@1"] >= 40  # the default model gets most sample captions right
+    lo, hi = t2i.r1_gain_ci
+    assert lo <= t2i.rerank["R@1"] - t2i.bi["R@1"] <= hi
+    assert t2i.ms_per_query_rerank > 0 and rep.image_to_text.rerank is not None

@@ -249,7 +249,13 @@ def train_fusion(
 
     config = config or FusionConfig()
     cache = Path(cache_dir or DEFAULT_CACHE_DIR.parent / "fusion")
-    splits = {s: (flickr_dir / "splits" / f"{s}.txt").read_text().split() for s in ("train", "dev")}
+    splits = {
+        s: (flickr_dir / "splits" / f"{s}.txt").read_text().split()
+        for s in ("train", "dev", "test")
+    }
+    # Regions of all three splits are extracted in this order (test ones serve `vtsearch eval`);
+    # only train and dev are read here.
+    all_names = splits["train"] + splits["dev"] + splits["test"]
     names = splits["train"] + splits["dev"]
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "captions.tsv").exists():
@@ -257,7 +263,11 @@ def train_fusion(
         (cache / "captions.tsv").write_text("\n".join(lines))
     texts = [ln.split("\t", 1)[1] for ln in (cache / "captions.tsv").read_text().splitlines()]
     states, lens = extract_text_states(texts, cache)
-    regions7, _ = extract_regions([str(flickr_dir / "images" / n) for n in names], cache)
+    listed = cache / "images.txt"
+    if listed.exists() and listed.read_text().split() != all_names:
+        raise RuntimeError(f"{cache} holds regions of other images; delete it and run again")
+    listed.write_text("\n".join(all_names))
+    regions7, _ = extract_regions([str(flickr_dir / "images" / n) for n in all_names], cache)
     n_train = len(splits["train"])
 
     t0 = time.time()

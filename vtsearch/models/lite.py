@@ -48,18 +48,20 @@ class LiteConfig:
     #: Dropout on the z-scored tower features: Flickr8k is small, and the heads overfit fast.
     in_dropout: float = 0.2
     #: Weight of the head similarity in the final score; the rest goes to ConSE.
-    alpha: float = 0.6
+    alpha: float = 0.65
     #: ConSE keeps the top ``topk`` ImageNet classes of each image ...
-    topk: int = 20
+    topk: int = 50
     #: ... with probabilities from ``softmax(logits / class_temp)``.
     class_temp: float = 2.0
     #: Texts get the same treatment: the top ``text_topk`` classes by MiniLM similarity, weighted
     #: by ``softmax(cos / text_temp)``, so both sides meet in the span of the class embeddings.
     #: 0 keeps the raw MiniLM vector.
-    text_topk: int = 20
-    text_temp: float = 0.1
+    text_topk: int = 50
+    text_temp: float = 0.05
     #: Share of the raw MiniLM vector kept next to the text's class mixture.
     text_beta: float = 0.0
+    #: Image heads also read the z-scored ImageNet logits, concatenated to the pooled features.
+    image_logits: bool = False
 
     @property
     def dim(self) -> int:
@@ -109,10 +111,16 @@ class LiteHeads(nn.Module):
         # Unit MiniLM embeddings of the ImageNet class texts, precomputed at training time.
         self.register_buffer("class_emb", torch.zeros(NUM_CLASSES, TEXT_FEATURES))
         c = config
+        d_img = IMAGE_FEATURES
+        if c.image_logits:
+            # z-score statistics of the ImageNet logits on Flickr8k train.
+            self.register_buffer("logit_mean", torch.zeros(NUM_CLASSES))
+            self.register_buffer("logit_std", torch.ones(NUM_CLASSES))
+            d_img += NUM_CLASSES
         # An ensemble of independently trained head pairs: averaging their cosines (concatenating
         # their unit outputs) smooths the seed-to-seed noise of heads trained on 6k images.
         self.image_heads = nn.ModuleList(
-            ProjectionHead(IMAGE_FEATURES, c.hidden, c.out_dim, c.dropout, c.in_dropout)
+            ProjectionHead(d_img, c.hidden, c.out_dim, c.dropout, c.in_dropout)
             for _ in range(c.members)
         )
         self.text_heads = nn.ModuleList(
@@ -121,9 +129,19 @@ class LiteHeads(nn.Module):
         )
         self.logit_scale = nn.Parameter(torch.full((c.members,), math.log(1 / 0.07)))
 
-    def head_images(self, pooled: torch.Tensor, member: int | None = None) -> torch.Tensor:
-        """Unit head vectors of one ensemble member, or of all concatenated (still unit norm)."""
-        return self._heads(self.image_heads, (pooled - self.img_mean) / self.img_std, member)
+    def head_images(
+        self, pooled: torch.Tensor, member: int | None = None, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unit head vectors of one ensemble member, or of all concatenated (still unit norm).
+
+        ``logits`` (ImageNet, ``[B, 1000]``) is required when ``config.image_logits`` is set.
+        """
+        x = (pooled - self.img_mean) / self.img_std
+        if self.config.image_logits:
+            if logits is None:
+                raise ValueError("these heads read ImageNet logits too; pass logits=")
+            x = torch.cat([x, (logits.float() - self.logit_mean) / self.logit_std], dim=-1)
+        return self._heads(self.image_heads, x, member)
 
     def head_texts(self, minilm: torch.Tensor, member: int | None = None) -> torch.Tensor:
         return self._heads(self.text_heads, (minilm - self.txt_mean) / self.txt_std, member)
@@ -155,7 +173,7 @@ class LiteHeads(nn.Module):
 
     def image_vectors(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Final unit vectors from pooled Lite0 features ``[B, 1280]`` and logits ``[B, 1000]``."""
-        head = self.head_images(pooled.float())
+        head = self.head_images(pooled.float(), logits=logits)
         return self._mix(head, lambda: self.conse(logits))
 
     def text_vectors(self, minilm: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,15 @@ image list or caption list never reads stale features.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.numpy import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
 
 from vtsearch.errors import DatasetError
+from vtsearch.indexer.decode import decode_loader
 
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "features"
 # Bump when a tower or its preprocessing changes so old caches are ignored.
@@ -31,22 +30,6 @@ def _key(kind: str, items: Sequence[str]) -> str:
         h.update(item.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]):
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        try:
-            with Image.open(self.paths[i]) as im:
-                return self.transform(im.convert("RGB"))
-        except OSError as exc:
-            raise DatasetError(f"cannot read image {self.paths[i]}: {exc}") from exc
 
 
 def image_features(
@@ -86,15 +69,14 @@ def image_features(
     from vtsearch.models.towers import ImageTower, lite_transform
 
     tower = tower if tower is not None else ImageTower()
-    loader = DataLoader(
-        _ImageFiles(paths, lite_transform()),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle=False,
-    )
+    # The indexer's own decoder, so training sees exactly the pixels that indexing will.
+    loader = decode_loader([str(p) for p in paths], lite_transform(), batch_size, num_workers)
     pooled, logits = [], []
     with torch.inference_mode():
-        for pixels in loader:
+        for pixels, decoded in loader:
+            bad = [d for d in decoded if d.error is not None]
+            if bad:
+                raise DatasetError(f"cannot read image {paths[bad[0].index]}: {bad[0].error}")
             p, _, lg = tower(pixels)
             pooled.append(p.float().numpy())
             logits.append(lg.float().numpy())

@@ -9,6 +9,7 @@ the lists and scores the scorer learns from look like the ones it meets at query
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,9 +199,12 @@ def cross_fit_candidates(
     """Candidates of every train caption from a bi-encoder trained without that caption's fold,
     searched among the fold's own images (a pool of about the size of a test collection)."""
     from vtsearch.models.lite import load_heads
-    from vtsearch.models.train_biencoder import build_heads
+    from vtsearch.models.train_biencoder import build_heads, train_biencoder
 
     shipped = load_heads()
+    # The fold bi-encoders follow the shipped recipe, so their lists look like the shipped model's.
+    defaults = inspect.signature(train_biencoder).parameters
+    recipe = {k: defaults[k].default for k in ("label_smoothing", "mean_caption") if k in defaults}
     n = train["pooled"].shape[0]
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     ids = np.zeros((5 * n, k), dtype=np.int64)
@@ -217,7 +221,12 @@ def cross_fit_candidates(
         }
         t0 = time.time()
         heads, _ = build_heads(
-            part, dev, config=shipped.config, class_emb=shipped.class_emb, seed=seed + 100 * f
+            part,
+            dev,
+            config=shipped.config,
+            class_emb=shipped.class_emb,
+            seed=seed + 100 * f,
+            **recipe,
         )
         with torch.no_grad():
             img = heads.image_vectors(train["pooled"][held], train["logits"][held])

@@ -72,21 +72,49 @@ def paired_bootstrap(
     return float(lo), float(hi)
 
 
-def _rank_of(hits: list, wanted: Callable[[object], bool], key: str) -> int:
-    order = sorted(hits, key=lambda h: -getattr(h, key))
-    for i, h in enumerate(order, 1):
+def _rank_of(hits: list, wanted: Callable[[object], bool]) -> int:
+    for i, h in enumerate(sorted(hits, key=lambda h: -h.score), 1):
         if wanted(h):
             return i
     return MISS
 
 
-def _latency_ms(fn: Callable[[], object], repeats: list) -> float:
+def _latency_ms(search: Callable[..., list], queries: list, **kwargs: object) -> float:
     times = []
-    for args in repeats:
+    for q in queries:
         t0 = time.perf_counter()
-        fn(*args)
+        search(q, **kwargs)
         times.append((time.perf_counter() - t0) * 1000)
     return float(np.median(times))
+
+
+def _run_direction(
+    search: Callable[..., list],
+    queries: list[tuple[object, Callable[[object], bool], str]],
+    *,
+    full_k: int,
+    rerank_k: int,
+    latency_queries: int,
+    tick: Callable[[], None],
+) -> DirectionReport:
+    """Rank every query's match fully by the bi-encoder, then within the top ``rerank_k``
+    re-ranked (ranks below that depth stay as they were)."""
+    ranks_bi, ranks_rr, reranked = [], [], False
+    for q, wanted, _ in queries:
+        bi = _rank_of(search(q, k=full_k, rerank=False), wanted)
+        both = search(q, k=rerank_k, rerank_k=rerank_k)
+        reranked = bool(both) and both[0].rerank_score is not None
+        ranks_bi.append(bi)
+        ranks_rr.append(_rank_of(both, wanted) if reranked and bi <= rerank_k else bi)
+        tick()
+    rb, rr = np.array(ranks_bi), np.array(ranks_rr)
+    sample = [q for q, _, _ in queries[:latency_queries]]
+    ms_bi = _latency_ms(search, sample, k=10, rerank=False)
+    if not reranked:
+        return DirectionReport(_metrics(rb), None, None, ms_bi)
+    ci = paired_bootstrap(rb <= 1, rr <= 1, np.array([g for _, _, g in queries]))
+    ms_rr = _latency_ms(search, sample, k=10, rerank_k=rerank_k)
+    return DirectionReport(_metrics(rb), _metrics(rr), ci, ms_bi, ms_rr)
 
 
 def evaluate(
@@ -107,7 +135,6 @@ def evaluate(
     # The catalog stores paths under the resolved folder, with symlinked files not followed.
     path_to_name = {str(p.parent.resolve() / p.name): n for n, p in images.items()}
     pairs = [(n, c) for n in images for c in captions.get(n, [])]
-    n_img, n_txt = len(images), len(pairs)
     total, done = len(pairs) + len(images), 0
 
     def tick() -> None:
@@ -116,57 +143,18 @@ def evaluate(
         if progress:
             progress(done, total)
 
-    ranks_bi, ranks_rr = [], []
-    for name, cap in pairs:
-        is_it = lambda h, name=name: path_to_name.get(h.path) == name  # noqa: E731
-        bi = _rank_of(engine.search(text=cap, k=n_img, rerank=False), is_it, "score")
-        both = engine.search(text=cap, k=rerank_k, rerank_k=rerank_k)
-        ranks_bi.append(bi)
-        reranked = bool(both) and both[0].rerank_score is not None
-        ranks_rr.append(_rank_of(both, is_it, "score") if reranked and bi <= rerank_k else bi)
-        tick()
-    sample = [(c,) for _, c in pairs[:latency_queries]]
-    t2i = _direction(
-        ranks_bi,
-        ranks_rr,
-        [n for n, _ in pairs],
-        reranked,
-        _latency_ms(lambda c: engine.search(text=c, k=10, rerank=False), sample),
-        _latency_ms(lambda c: engine.search(text=c, k=10, rerank_k=rerank_k), sample),
+    opts = {"rerank_k": rerank_k, "latency_queries": latency_queries, "tick": tick}
+    t2i = _run_direction(
+        lambda q, **kw: engine.search(text=q, **kw),
+        [(c, lambda h, n=n: path_to_name.get(h.path) == n, n) for n, c in pairs],
+        full_k=len(images),
+        **opts,
     )
-
-    ranks_bi, ranks_rr = [], []
-    for name, path in images.items():
-        mine = set(captions.get(name, []))
-        is_mine = lambda h, mine=mine: h.text in mine  # noqa: E731
-        bi = _rank_of(engine.search_texts(image=path, k=n_txt, rerank=False), is_mine, "score")
-        both = engine.search_texts(image=path, k=rerank_k, rerank_k=rerank_k)
-        ranks_bi.append(bi)
-        reranked = bool(both) and both[0].rerank_score is not None
-        ranks_rr.append(_rank_of(both, is_mine, "score") if reranked and bi <= rerank_k else bi)
-        tick()
-    sample = [(p,) for p in list(images.values())[:latency_queries]]
-    i2t = _direction(
-        ranks_bi,
-        ranks_rr,
-        list(images),
-        reranked,
-        _latency_ms(lambda p: engine.search_texts(image=p, k=10, rerank=False), sample),
-        _latency_ms(lambda p: engine.search_texts(image=p, k=10, rerank_k=rerank_k), sample),
+    own = {n: set(captions.get(n, [])) for n in images}
+    i2t = _run_direction(
+        lambda q, **kw: engine.search_texts(image=q, **kw),
+        [(p, lambda h, m=own[n]: h.text in m, n) for n, p in images.items()],
+        full_k=len(pairs),
+        **opts,
     )
-    return EvalReport(n_img, n_txt, t2i, i2t)
-
-
-def _direction(
-    ranks_bi: list[int],
-    ranks_rr: list[int],
-    groups: list[str],
-    reranked: bool,
-    ms_bi: float,
-    ms_rr: float,
-) -> DirectionReport:
-    rb, rr = np.array(ranks_bi), np.array(ranks_rr)
-    if not reranked:
-        return DirectionReport(_metrics(rb), None, None, ms_bi)
-    ci = paired_bootstrap(rb <= 1, rr <= 1, np.array(groups))
-    return DirectionReport(_metrics(rb), _metrics(rr), ci, ms_bi, ms_rr)
+    return EvalReport(len(images), len(pairs), t2i, i2t)

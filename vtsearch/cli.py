@@ -377,13 +377,22 @@ def train() -> None:
     """
 
 
-@train.command("bi-encoder")
-@click.option(
+_flickr_option = click.option(
     "--flickr",
     type=click.Path(path_type=Path, exists=True, file_okay=False),
     required=True,
     help="Flickr8k folder (images/, captions.tsv, splits/).",
 )
+_cache_option = click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Feature cache folder (default: .cache/ in the repository).",
+)
+
+
+@train.command("bi-encoder")
+@_flickr_option
 @click.option(
     "--flowers",
     type=click.Path(path_type=Path, file_okay=False),
@@ -396,7 +405,7 @@ def train() -> None:
     default=None,
     help="Where to write the weights (default: the package's weights folder).",
 )
-@click.option("--cache", type=click.Path(path_type=Path, file_okay=False), default=None)
+@_cache_option
 @click.option("--seed", default=0, show_default=True)
 def train_biencoder_cmd(
     flickr: Path, flowers: Path | None, out: Path | None, cache: Path | None, seed: int
@@ -415,19 +424,14 @@ def train_biencoder_cmd(
 
 
 @train.command("fusion")
-@click.option(
-    "--flickr",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    required=True,
-    help="Flickr8k folder (images/, captions.tsv, splits/).",
-)
+@_flickr_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Weights file (default: the package's vtsearch-lite-fusion.safetensors).",
 )
-@click.option("--cache", type=click.Path(path_type=Path, file_okay=False), default=None)
+@_cache_option
 @click.option("--epochs", default=6, show_default=True)
 @click.option("--folds", default=5, show_default=True, help="Cross-fitting folds for candidates.")
 @click.option("--seed", default=0, show_default=True)

@@ -30,8 +30,9 @@ test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/eval_retrieval.py
+	$(PY) bench/eval_retrieval.py --split test
 	$(PY) bench/throughput.py
+	$(PY) bench/rerank_latency.py
 
 clean:
 	rm -rf $(DEMO_DB) .pytest_cache .ruff_cache

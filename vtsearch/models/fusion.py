@@ -28,9 +28,10 @@ class FusionConfig:
     #: Size of a region token after the fixed linear reducer; this is what the token cache stores.
     region_dim: int = 256
     grid: int = 7
-    d: int = 256
+    #: Small on purpose: every region of every candidate passes through it, on a laptop CPU.
+    d: int = 128
     heads: int = 4
-    layers: int = 2
+    layers: int = 1
     dropout: float = 0.1
 
     @property

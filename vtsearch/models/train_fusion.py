@@ -112,6 +112,17 @@ def rerank_recall(
     return out
 
 
+def _epoch_rows(
+    rng: np.random.Generator, rows: np.ndarray, caption_image: np.ndarray
+) -> np.ndarray:
+    """One random caption of each image, in random order: an epoch sees every image once, and
+    the captions of an image rotate over epochs."""
+    images = caption_image[rows]
+    order = rng.permutation(len(rows))
+    _, first = np.unique(images[order], return_index=True)
+    return rng.permutation(rows[order[first]])
+
+
 def train_scorer(
     data: FusionData,
     train_cand: Candidates,
@@ -127,6 +138,7 @@ def train_scorer(
     lr: float = 3e-4,
     init_scale: float = 30.0,
     log: callable | None = None,
+    checkpoint: callable | None = None,
 ) -> tuple[FusionScorer, float, dict[str, float]]:
     """Listwise residual training; keeps the epoch with the best dev re-ranked R@1.
 
@@ -142,12 +154,12 @@ def train_scorer(
     log_scale = torch.nn.Parameter(torch.tensor(float(np.log(init_scale))))
     params = [p for n, p in scorer.named_parameters() if not n.startswith("reducer.")]
     opt = torch.optim.AdamW([*params, log_scale], lr=lr, weight_decay=0.01)
-    steps = epochs * (len(train_rows) // batch_size)
+    steps = epochs * (len(np.unique(data.caption_image[train_rows])) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
     best: tuple[float, dict, float, dict] | None = None
     for epoch in range(epochs):
         scorer.train()
-        order = rng.permutation(train_rows)
+        order = _epoch_rows(rng, train_rows, data.caption_image)
         t0, total = time.time(), 0.0
         for i in range(0, len(order) - batch_size + 1, batch_size):
             states, mask, regions, bi, target = _batch(
@@ -170,6 +182,9 @@ def train_scorer(
         if best is None or metrics["rerank_r1"] > best[0]:
             state = {k: v.detach().clone() for k, v in scorer.state_dict().items()}
             best = (metrics["rerank_r1"], state, scale, metrics)
+            if checkpoint is not None:
+                # A long run that is stopped still leaves its best epoch behind.
+                checkpoint(scorer, scale, metrics)
     assert best is not None
     scorer.load_state_dict(best[1])
     return scorer.eval(), best[2], best[3]
@@ -300,7 +315,13 @@ def train_fusion(
 
     train = load_split_features(flickr_dir, "train", None)
     dev = load_split_features(flickr_dir, "dev", None)
-    train_cand = cross_fit_candidates(train, dev, folds=folds, k=k, seed=seed, log=log)
+    cand_file = cache / f"candidates-f{folds}-k{k}-s{seed}.npz"
+    if cand_file.exists():
+        with np.load(cand_file) as z:
+            train_cand = Candidates(z["ids"], z["scores"])
+    else:
+        train_cand = cross_fit_candidates(train, dev, folds=folds, k=k, seed=seed, log=log)
+        np.savez(cand_file, ids=train_cand.ids, scores=train_cand.scores)
     heads = load_heads()
     with torch.no_grad():
         dev_img = heads.image_vectors(dev["pooled"], dev["logits"])
@@ -325,6 +346,7 @@ def train_fusion(
         seed=seed,
         epochs=epochs,
         log=log,
+        checkpoint=lambda sc, scale, _m: save_trained(sc, scale, k, out_path),
     )
     save_trained(scorer, scale, k, out_path)
     return {**metrics, "scale": scale, "seconds": time.time() - t0}

@@ -45,7 +45,7 @@ class HFEmbedder(Embedder):
 
         hf_logging.disable_progress_bar()
         local = Path(name_or_path).expanduser()
-        source = str(local) if local.is_dir() else name_or_path
+        source = str(local.resolve()) if local.is_dir() else name_or_path
         try:
             config = AutoConfig.from_pretrained(source)
             if config.model_type not in SUPPORTED:
@@ -63,7 +63,9 @@ class HFEmbedder(Embedder):
                 "with a network (huggingface-cli download NAME --local-dir DIR) and pass "
                 "--model DIR."
             ) from e
-        self.model_id = name_or_path
+        # A local folder is recorded by its absolute path, so the collection's model check does
+        # not depend on the directory vtsearch was started from.
+        self.model_id = source if local.is_dir() else name_or_path
         self.model_type = config.model_type
         self.dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
         self.max_tokens = int(config.text_config.max_position_embeddings)

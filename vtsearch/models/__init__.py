@@ -1,1 +1,1 @@
-"""Embedding backends (bi-encoders) and, later, the fusion re-ranker."""
+"""Embedding backends (bi-encoders), the fusion re-ranker, and their training."""

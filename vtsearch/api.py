@@ -112,7 +112,7 @@ class Engine:
         if self._model_arg is None and catalog.get_meta("model_id") is None:
             self._model_arg = config.model_name()
         embedder = self._load_embedder()
-        catalog.bind_model(embedder.model_id, embedder.dim)
+        catalog.bind_model(embedder.model_id, embedder.dim, embedder.revision)
         return catalog, embedder
 
     def _vectors(self, catalog: Catalog, dim: int) -> VectorIndex:

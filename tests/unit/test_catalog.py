@@ -17,6 +17,14 @@ def test_model_is_bound_once_and_mismatch_refused(tmp_path):
     assert Catalog.open(tmp_path).get_meta("schema_version") == "1"
 
 
+def test_retrained_weights_of_the_same_model_are_refused(tmp_path):
+    cat = Catalog.open(tmp_path)
+    cat.bind_model("vtsearch-lite", 16, revision="aaa")
+    cat.bind_model("vtsearch-lite", 16, revision="aaa")
+    with pytest.raises(ModelMismatchError, match="other weights"):
+        cat.bind_model("vtsearch-lite", 16, revision="bbb")
+
+
 def test_changes_since_brings_a_stale_index_up_to_date(tmp_path):
     cat = Catalog.open(tmp_path)
     v = np.eye(4, dtype=np.float32)

@@ -36,6 +36,9 @@ class Embedder(ABC):
 
     model_id: str
     dim: int
+    #: Identifies the weights behind ``model_id`` (e.g. a content hash); vectors of two revisions
+    #: are not comparable. Empty when the name alone pins the weights.
+    revision: str = ""
     device: torch.device = torch.device("cpu")
 
     @property

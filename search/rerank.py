@@ -14,7 +14,7 @@ import torch
 
 import vtsearch.models as models_pkg
 from vtsearch.errors import ConfigError
-from vtsearch.models.base import TextEmbedding
+from vtsearch.models.base import TextEmbedding, file_revision
 from vtsearch.models.fusion import FusionScorer, load_fusion
 
 WEIGHTS_DIR = Path(models_pkg.__file__).resolve().parent / "weights"
@@ -29,17 +29,24 @@ class FusionReranker:
         >>> rr.score_images(text_embedding, region_tokens)  # doctest: +SKIP
     """
 
-    def __init__(self, scorer: FusionScorer, mix: float = 1.0, default_k: int = DEFAULT_RERANK_K):
+    def __init__(
+        self,
+        scorer: FusionScorer,
+        mix: float = 1.0,
+        default_k: int = DEFAULT_RERANK_K,
+        revision: str = "",
+    ) -> None:
         self.scorer = scorer.eval()
         self.mix = mix
         self.default_k = default_k
+        #: Names the reducer behind cached tokens: a retrained scorer must not read old tokens.
+        self.revision = revision
 
     @classmethod
     def load(cls, path: Path) -> FusionReranker:
         scorer, extra = load_fusion(path)
-        return cls(
-            scorer, float(extra.get("mix", 1.0)), int(extra.get("rerank_k", DEFAULT_RERANK_K))
-        )
+        mix, k = float(extra.get("mix", 1.0)), int(extra.get("rerank_k", DEFAULT_RERANK_K))
+        return cls(scorer, mix, k, file_revision(path))
 
     @property
     def token_shape(self) -> tuple[int, int]:

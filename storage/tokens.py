@@ -30,15 +30,15 @@ class TokenCache:
         (4, 8)
     """
 
-    def __init__(self, folder: Path, n_tokens: int, dim: int) -> None:
+    def __init__(self, folder: Path, n_tokens: int, dim: int, revision: str = "") -> None:
         self.folder = folder
-        self.n_tokens, self.dim = n_tokens, dim
+        self.n_tokens, self.dim, self.revision = n_tokens, dim, revision
         self.record = n_tokens * dim + 2 * n_tokens
         self.path = folder / TOKENS_FILE
         meta_path = folder / TOKENS_META
-        meta = {"n_tokens": n_tokens, "dim": dim, "format": "int8+fp16-scale"}
+        meta = {"n_tokens": n_tokens, "dim": dim, "format": "int8+fp16-scale", "revision": revision}
         if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
-            # Another token shape (another model or reducer): start over; tokens are derivable.
+            # Another shape or reducer (another scorer): start over; tokens are derivable.
             self.path.unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(meta))
@@ -50,7 +50,7 @@ class TokenCache:
         if not meta_path.exists():
             return None
         meta = json.loads(meta_path.read_text())
-        return cls(folder, int(meta["n_tokens"]), int(meta["dim"]))
+        return cls(folder, int(meta["n_tokens"]), int(meta["dim"]), meta.get("revision", ""))
 
     @property
     def bytes_per_image(self) -> int:

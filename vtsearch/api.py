@@ -190,7 +190,8 @@ class Engine:
                 from vtsearch.indexer.pipeline import TokenSink
                 from vtsearch.storage.tokens import TokenCache
 
-                sink = TokenSink(reranker.reduce, TokenCache(self.path, *reranker.token_shape))
+                cache = TokenCache(self.path, *reranker.token_shape, reranker.revision)
+                sink = TokenSink(reranker.reduce, cache)
             report = index_folder(
                 root,
                 catalog,
@@ -257,7 +258,10 @@ class Engine:
         from vtsearch.storage.tokens import TokenCache
 
         cache = TokenCache.open_existing(self.path)
-        if cache is not None and (cache.n_tokens, cache.dim) != reranker.token_shape:
+        if cache is not None and (cache.n_tokens, cache.dim, cache.revision) != (
+            *reranker.token_shape,
+            reranker.revision,
+        ):
             cache = None
         got = cache.get(np.array(ids)) if cache is not None else [None] * len(ids)
         missing = [i for i, t in zip(ids, got, strict=True) if t is None]

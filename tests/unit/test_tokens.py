@@ -28,3 +28,9 @@ def test_remove_and_reopen(tmp_path):
 def test_a_new_shape_starts_a_fresh_cache(tmp_path):
     TokenCache(tmp_path, 4, 8).put(np.array([0]), np.ones((1, 4, 8), np.float32))
     assert TokenCache(tmp_path, 4, 16).get(np.array([0])) == [None]
+
+
+def test_tokens_of_another_reducer_revision_are_dropped(tmp_path):
+    TokenCache(tmp_path, 4, 8, revision="a").put(np.array([0]), np.ones((1, 4, 8), np.float32))
+    assert TokenCache.open_existing(tmp_path).revision == "a"
+    assert TokenCache(tmp_path, 4, 8, revision="b").get(np.array([0])) == [None]

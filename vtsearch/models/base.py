@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
+
+
+def file_revision(path: Path | str) -> str:
+    """Short content hash of a weights file; vectors or tokens of two revisions must not mix."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()[:12]
 
 
 @dataclass

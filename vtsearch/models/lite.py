@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from vtsearch.errors import ModelNotFoundError
-from vtsearch.models.base import Embedder, ImageEmbedding, TextEmbedding
+from vtsearch.models.base import Embedder, ImageEmbedding, TextEmbedding, file_revision
 
 MODEL_ID = "vtsearch-lite"
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / f"{MODEL_ID}.safetensors"
@@ -198,17 +198,6 @@ def save_heads(heads: LiteHeads, path: Path | str) -> None:
     save_file(tensors, str(path), metadata={"config": heads.config.to_json(), "model": MODEL_ID})
 
 
-def weights_revision(path: Path | str) -> str:
-    """Short content hash of a weights file: vectors of retrained heads must not be mixed."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:12]
-
-
 def load_heads(path: Path | str = WEIGHTS_PATH) -> LiteHeads:
     """Read a weights file written by :func:`save_heads` (fp16 on disk, fp32 in memory)."""
     from safetensors import safe_open
@@ -242,7 +231,7 @@ class LiteEmbedder(Embedder):
 
         self.heads = load_heads(weights)
         self.dim = self.heads.config.dim
-        self.revision = weights_revision(weights)
+        self.revision = file_revision(weights)
         self.image_tower = ImageTower().eval()
         self.text_tower = quiet_text_tower().eval()
         self._transform = lite_transform()

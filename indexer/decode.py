@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,12 @@ def _collate(items: list[Decoded]) -> tuple[torch.Tensor | None, list[Decoded]]:
     return (torch.stack(good) if good else None), items
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; only the main process decides when to stop (after
+    # the current batch), so a worker must not die of it while that batch is still being decoded.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def decode_loader(
     paths: list[str],
     transform: Callable[[Image.Image], torch.Tensor],
@@ -133,5 +140,6 @@ def decode_loader(
         collate_fn=_collate,
         pin_memory=pin_memory,
         persistent_workers=False,
+        worker_init_fn=_ignore_sigint if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )

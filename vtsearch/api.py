@@ -78,6 +78,7 @@ class Engine:
         self._vindex: VectorIndex | None = None
         self._tindex: VectorIndex | None = None
         self._reranker_name = reranker
+        self._model_checked = False
         self._reranker: FusionReranker | bool | None = False  # False: not loaded yet
 
     # -- lazily opened parts ------------------------------------------------------------------
@@ -112,7 +113,10 @@ class Engine:
         if self._model_arg is None and catalog.get_meta("model_id") is None:
             self._model_arg = config.model_name()
         embedder = self._load_embedder()
-        catalog.bind_model(embedder.model_id, embedder.dim, embedder.revision)
+        if not self._model_checked:
+            # Once per engine: the check reads the catalog's metadata, not needed on every query.
+            catalog.bind_model(embedder.model_id, embedder.dim, embedder.revision)
+            self._model_checked = True
         return catalog, embedder
 
     def _vectors(self, catalog: Catalog, dim: int) -> VectorIndex:

@@ -168,13 +168,26 @@ def _apply_cheap_changes(
     catalog.touch([(rid, f.path, f.size, f.mtime_ns) for rid, f in plan.relink])
     report.relinked = len(plan.relink)
     if plan.copy:
-        by_hash = catalog.vectors_by_hash(h for _, h in plan.copy)
-        items = [
-            NewImage(f.path, f.size, f.mtime_ns, h, vector=np.array(by_hash[h]))
-            for f, h in plan.copy
-            if h in by_hash
-        ]
-        sources = _fill_metadata_from_source(items, catalog)
+        # A copy has its source's pixels: it shares its vector, size, format, time and tokens.
+        items, sources = [], []
+        for f, h in plan.copy:
+            src = catalog.row_by_hash(h)
+            if src is None:
+                continue
+            items.append(
+                NewImage(
+                    f.path,
+                    f.size,
+                    f.mtime_ns,
+                    h,
+                    vector=np.frombuffer(src.vector, dtype=np.float32).copy(),
+                    width=src.width,
+                    height=src.height,
+                    format=src.format,
+                    taken_at=src.taken_at,
+                )
+            )
+            sources.append(src.id)
         catalog.write_batch(items, tokens.copier(sources) if tokens else None)
         report.copied = len(items)
     if plan.rejected:
@@ -193,19 +206,3 @@ def _apply_cheap_changes(
             )
             report.failed.append((f.path, reason))
         catalog.write_batch(items, tokens.writer(None) if tokens else None)
-
-
-def _fill_metadata_from_source(items: list[NewImage], catalog: Catalog) -> list[int | None]:
-    """Copy width, height, format and time from each copy's source; returns the source ids."""
-    sources: list[int | None] = []
-    for it in items:
-        src = catalog.row_by_hash(it.sha256) if it.sha256 else None
-        sources.append(src.id if src is not None else None)
-        if src is not None:
-            it.width, it.height, it.format, it.taken_at = (
-                src.width,
-                src.height,
-                src.format,
-                src.taken_at,
-            )
-    return sources

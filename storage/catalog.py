@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -151,19 +151,6 @@ class Catalog:
         with Session(self.engine) as s:
             return {r.path: FileRecord(*r) for r in s.execute(select(*cols))}
 
-    def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of indexed files with these content hashes (for moved or copied files)."""
-        wanted = list(set(hashes))
-        out: dict[str, np.ndarray] = {}
-        with Session(self.engine) as s:
-            for i in range(0, len(wanted), 500):
-                stmt = select(ImageRow.sha256, ImageRow.vector).where(
-                    ImageRow.sha256.in_(wanted[i : i + 500]), ImageRow.status == "indexed"
-                )
-                for h, blob in s.execute(stmt):
-                    out[h] = np.frombuffer(blob, dtype=np.float32)
-        return out
-
     def row_by_hash(self, sha256: str) -> ImageRow | None:
         with Session(self.engine, expire_on_commit=False) as s:
             row = s.scalars(
@@ -180,9 +167,6 @@ class Catalog:
             for r in found:
                 s.expunge(r)
         return {r.id: r for r in found}
-
-    def seq(self) -> int:
-        return int(self.get_meta("seq") or 0)
 
     def changes_since(
         self, seq: int, kind: str = "image"
@@ -207,24 +191,6 @@ class Catalog:
             [tuple(a) for a in added],
             [tuple(r) for r in removed],
         )
-
-    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All indexed ``(ids, vectors)`` in batches, for rebuilding the vector index."""
-        last = 0
-        with Session(self.engine) as s:
-            while True:
-                chunk = s.execute(
-                    select(ImageRow.id, ImageRow.vector)
-                    .where(ImageRow.id > last, ImageRow.status == "indexed")
-                    .order_by(ImageRow.id)
-                    .limit(batch)
-                ).all()
-                if not chunk:
-                    return
-                ids = np.fromiter((c[0] for c in chunk), dtype=np.int64, count=len(chunk))
-                vecs = np.stack([np.frombuffer(c[1], dtype=np.float32) for c in chunk])
-                last = int(ids[-1])
-                yield ids, vecs
 
     def counts(self) -> dict[str, int]:
         with Session(self.engine) as s:

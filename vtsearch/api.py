@@ -286,7 +286,8 @@ class Engine:
             catalog, embedder = self._bound(create=True)
             seen: set[str] = set()
             fresh = [t for t in (x.strip() for x in texts) if t and not (t in seen or seen.add(t))]
-            fresh = [t for t in fresh if t not in catalog.known_texts(fresh)]
+            known = catalog.known_texts(fresh)  # one lookup, not one per text
+            fresh = [t for t in fresh if t not in known]
             for i in range(0, len(fresh), batch_size):
                 chunk = fresh[i : i + batch_size]
                 vecs = embedder.encode_texts(chunk).vectors.float().cpu().numpy()

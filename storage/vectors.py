@@ -1,15 +1,30 @@
-"""The FAISS vector index of a collection, keyed by catalog row id.
+"""The FAISS vector index of a collection, keyed by catalog row id, and the factory that picks it.
 
 The index is a derived cache of the vectors in the catalog. It is saved atomically together with
 the catalog sequence number it reflects, so a reader can bring a stale file up to date with
 ``Catalog.changes_since`` instead of rebuilding it.
+
+Three kinds, chosen by :func:`choose_index` from the collection's size and the memory at hand:
+
+- ``flat``: exact inner-product search. Best while a brute-force scan is fast enough.
+- ``hnsw``: a graph index (HNSW, ``M`` links per node) over the full vectors; ``ef_search`` trades
+  recall for speed. Sub-millisecond queries at a million vectors.
+- ``ivfpq``: an inverted file with a trained coarse quantizer and product-quantised codes
+  (``pq_m`` bytes per vector), for collections whose full vectors do not fit in memory.
+
+Every kind is wrapped in ``IndexIDMap2`` so it is addressed by catalog ids. HNSW and IVF cannot
+remove a vector in place; a removed or replaced vector keeps its slot with the id ``-1`` and is
+filtered out of every search, and :func:`rebuild` (``vtsearch optimize``) compacts them away.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +35,22 @@ if TYPE_CHECKING:
 
 #: File stem of the image index; the text set's index is saved as ``texts``.
 IMAGES = "vectors"
+KINDS = ("flat", "hnsw", "ivfpq")
+
+#: Up to this many vectors, exact search is fast enough (about 10 ms per query at dimension 1152
+#: on one core of a laptop CPU); beyond it an approximate index pays.
+FLAT_MAX = 50_000
+#: Share of the machine's memory the index may use before the factory compresses vectors (IVF-PQ).
+MEMORY_SHARE = 0.5
+#: Share of dead (removed or replaced) slots in an HNSW/IVF index that makes it worth compacting.
+DEAD_SHARE = 0.2
+#: An IVF index is re-trained once the collection is this many times larger than it was built for.
+IVF_GROWTH = 4.0
+#: Fewest vectors an IVF-PQ index trains well on: FAISS wants 39 points for each of the 256
+#: centroids of a sub-quantizer.
+IVFPQ_MIN = 10_000
+#: Tombstone id of a removed vector's slot in an approximate index.
+DEAD = -1
 
 
 def _faiss():
@@ -28,20 +59,111 @@ def _faiss():
     return faiss
 
 
-def make_index(kind: str, dim: int):
-    """A FAISS index of the given kind, wrapped so it is addressed by catalog ids.
+@dataclass(frozen=True)
+class IndexSpec:
+    """How an index is built; recorded with the index file and in the catalog meta.
 
-    ``flat`` is exact inner-product search; ``hnsw`` is a graph index for large collections.
+    Example:
+        >>> IndexSpec.from_json(IndexSpec("hnsw", m=32).to_json()).m
+        32
+    """
+
+    kind: str = "flat"
+    #: HNSW: links per node, build-time and search-time beam widths.
+    m: int = 32
+    ef_construction: int = 64
+    ef_search: int = 96
+    #: IVF: inverted lists, lists visited per query, PQ sub-quantizers (bytes per vector).
+    nlist: int = 0
+    nprobe: int = 0
+    pq_m: int = 0
+    #: Collection size the index was chosen for (IVF quantizers are trained for it).
+    built_for: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown index kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None, default_kind: str = "flat") -> IndexSpec:
+        if not text:
+            return cls(default_kind)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def bytes_per_vector(self, dim: int) -> float:
+        """Approximate resident memory per vector, id map included."""
+        idmap = 8 + 16  # the id array, and the reverse map's hash node
+        if self.kind == "flat":
+            return 4 * dim + idmap
+        if self.kind == "hnsw":
+            # Level 0 has 2*M links; upper levels add about 1/M of that again.
+            return 4 * dim + 4 * 2 * self.m * (1 + 1 / self.m) + idmap
+        return self.pq_m + 8 + idmap  # codes, and the inverted list's id
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _pq_m(dim: int, most: int = 96) -> int:
+    """The largest number of PQ sub-quantizers up to ``most`` that divides ``dim``."""
+    return max(m for m in range(1, min(most, dim) + 1) if dim % m == 0)
+
+
+def choose_index(n: int, dim: int, memory_bytes: int | None = None) -> IndexSpec:
+    """The index kind and parameters for a collection of ``n`` vectors of dimension ``dim``.
+
+    Exact search while it is fast enough (``n <= FLAT_MAX``); then HNSW while its full vectors and
+    graph fit in ``MEMORY_SHARE`` of ``memory_bytes`` (default: this machine's RAM); beyond that
+    IVF-PQ with about ``4 sqrt(n)`` lists.
+
+    Example:
+        >>> choose_index(10_000, 1152).kind, choose_index(1_000_000, 1152, 64 << 30).kind
+        ('flat', 'hnsw')
+        >>> choose_index(100_000_000, 1152, 64 << 30).kind
+        'ivfpq'
+    """
+    if n <= FLAT_MAX:
+        return IndexSpec("flat", built_for=n)
+    hnsw = IndexSpec("hnsw", built_for=n)
+    memory = physical_memory() if memory_bytes is None else memory_bytes
+    if memory <= 0 or n * hnsw.bytes_per_vector(dim) <= MEMORY_SHARE * memory:
+        return hnsw
+    nlist = int(2 ** round(math.log2(max(256.0, 4 * math.sqrt(n)))))
+    return IndexSpec(
+        "ivfpq", nlist=nlist, nprobe=max(16, nlist // 64), pq_m=_pq_m(dim), built_for=n
+    )
+
+
+def make_index(spec: IndexSpec | str, dim: int):
+    """An empty FAISS index of ``spec``, wrapped so it is addressed by catalog ids.
+
+    An ``ivfpq`` index must be trained (:meth:`VectorIndex.train`) before vectors are added.
     """
     faiss = _faiss()
-    if kind == "flat":
+    spec = IndexSpec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "flat":
         base = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        base = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = 80
-        base.hnsw.efSearch = 64
+    elif spec.kind == "hnsw":
+        base = faiss.IndexHNSWFlat(dim, spec.m, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efConstruction = spec.ef_construction
+        base.hnsw.efSearch = spec.ef_search
     else:
-        raise ValueError(f"unknown index kind {kind!r}")
+        nlist = spec.nlist or 1024
+        quantizer = faiss.IndexFlatIP(dim)
+        base = faiss.IndexIVFPQ(
+            quantizer, dim, nlist, spec.pq_m or _pq_m(dim), 8, faiss.METRIC_INNER_PRODUCT
+        )
+        base.nprobe = spec.nprobe or 16
+        base.set_direct_map_type(faiss.DirectMap.Array)  # reconstruct() by slot
     return faiss.IndexIDMap2(base)
 
 
@@ -55,34 +177,109 @@ class VectorIndex:
         [[7]]
     """
 
-    def __init__(self, dim: int, kind: str = "flat", index=None, seq: int = 0) -> None:
+    def __init__(self, dim: int, kind: str | IndexSpec = "flat", index=None, seq: int = 0) -> None:
         self.dim = dim
-        self.kind = kind
-        self.index = index if index is not None else make_index(kind, dim)
+        self.spec = IndexSpec(kind) if isinstance(kind, str) else kind
+        self.index = index if index is not None else make_index(self.spec, dim)
         #: The catalog sequence number this index reflects.
         self.seq = seq
+        self._dead = int(np.count_nonzero(self._ids() == DEAD)) if self.approximate else 0
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def approximate(self) -> bool:
+        return self.spec.kind != "flat"
+
+    @property
+    def dead(self) -> int:
+        """Slots of removed or replaced vectors still held (approximate kinds only)."""
+        return self._dead
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) - self._dead
+
+    def _ids(self) -> np.ndarray:
+        """A live view of the id map (slot -> catalog id); invalid after the next add."""
+        n = int(self.index.id_map.size())
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        return _faiss().rev_swig_ptr(self.index.id_map.data(), n)
+
+    @property
+    def base(self):
+        """The FAISS index inside the id map (flat, HNSW or IVF-PQ)."""
+        return _faiss().downcast_index(self.index.index)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train an IVF quantizer on a sample (a no-op for the other kinds)."""
+        if not self.is_trained:
+            self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self.is_trained:
+            if len(vectors) < self.base.nlist:
+                raise ValueError(
+                    f"an untrained {self.kind} index needs at least {self.base.nlist} "
+                    "vectors to train on; build it with rebuild()"
+                )
+            self.train(vectors)
         # Re-adding an id must replace its vector, never duplicate it.
         self.remove(ids)
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self.index.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids) == 0 or self.index.ntotal == 0:
             return
-        self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not self.approximate:
+            self.index.remove_ids(ids)
+            return
+        # HNSW and IVF cannot drop a slot: mark it dead, filter it out of searches.
+        view = self._ids()
+        hit = np.isin(view, ids)
+        hit &= view != DEAD
+        n = int(np.count_nonzero(hit))
+        if n:
+            view[hit] = DEAD
+            self._dead += n
+            self.index.construct_rev_map()
+
+    def _params(self):
+        faiss = _faiss()
+        sel = None
+        if self._dead:
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.array([DEAD], dtype=np.int64)))
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = self.spec.ef_search
+        elif self.kind == "ivfpq":
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self.spec.nprobe or self.base.nprobe
+        else:
+            return None, None
+        if sel is not None:
+            params.sel = sel
+        return params, sel  # the selector must outlive the search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ``(scores, ids)`` per query; missing slots have id -1."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, max(len(self), 1)))
-        return self.index.search(q, k)
+        params, _keep = self._params()
+        if params is None:
+            return self.index.search(q, k)
+        return self.index.search(q, k, params=params)
 
     def reconstruct(self, row_id: int) -> np.ndarray:
         return self.index.reconstruct(int(row_id))
@@ -105,6 +302,16 @@ class VectorIndex:
         if seq != self.seq:
             self.apply_changes(seq, added, removed)
 
+    def memory_bytes(self) -> int:
+        """Size of the index as FAISS writes it: close to its resident memory."""
+        fd, tmp = tempfile.mkstemp(suffix=".faiss")
+        os.close(fd)
+        try:
+            _faiss().write_index(self.index, tmp)
+            return os.path.getsize(tmp)
+        finally:
+            os.unlink(tmp)
+
     def save(self, folder: Path, name: str = IMAGES) -> None:
         """Write the index and its sequence number atomically (temp file, then rename)."""
         faiss = _faiss()
@@ -113,7 +320,12 @@ class VectorIndex:
         os.close(fd)
         try:
             faiss.write_index(self.index, tmp)
-            meta = {"seq": self.seq, "kind": self.kind, "dim": self.dim}
+            meta = {
+                "seq": self.seq,
+                "kind": self.kind,
+                "dim": self.dim,
+                "spec": json.loads(self.spec.to_json()),
+            }
             meta_tmp = tmp + ".json"
             Path(meta_tmp).write_text(json.dumps(meta))
             # The sequence number is written last: an index newer than its meta is only ever
@@ -135,4 +347,233 @@ class VectorIndex:
         index = _faiss().read_index(str(path))
         if index.d != dim:
             return cls(dim, kind)
-        return cls(dim, meta.get("kind", kind), index, seq=int(meta.get("seq", 0)))
+        spec = meta.get("spec")
+        spec = IndexSpec.from_json(json.dumps(spec)) if spec else IndexSpec(meta.get("kind", kind))
+        return cls(dim, spec, index, seq=int(meta.get("seq", 0)))
+
+
+# -- choosing and rebuilding ---------------------------------------------------------------------
+
+
+def needs_rebuild(vindex: VectorIndex, n: int, memory_bytes: int | None = None) -> str | None:
+    """Why ``vindex`` should be rebuilt for a collection of ``n`` vectors, or None.
+
+    Example:
+        >>> needs_rebuild(VectorIndex(4), 10)  # a small flat index is right
+    """
+    want = choose_index(n, vindex.dim, memory_bytes)
+    if want.kind != vindex.kind:
+        return f"{n} vectors call for a {want.kind} index, not {vindex.kind}"
+    if vindex.index.ntotal and vindex.dead / vindex.index.ntotal > DEAD_SHARE:
+        return f"{vindex.dead} of {vindex.index.ntotal} slots hold removed vectors"
+    if vindex.kind == "ivfpq" and n > IVF_GROWTH * max(vindex.spec.built_for, 1):
+        return f"the IVF quantizer was trained for {vindex.spec.built_for} vectors, not {n}"
+    return None
+
+
+def _tables(kind: str):
+    from vtsearch.storage.schema import ImageRow, Meta, TextRow
+
+    if kind == "image":
+        return ImageRow, ImageRow.status == "indexed", Meta
+    return TextRow, True, Meta
+
+
+def iter_catalog_vectors(
+    catalog: Catalog, kind: str = "image", chunk: int = 8192
+) -> tuple[int, int, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """``(seq, count, batches of (ids, vectors))`` of every live vector, read in one snapshot.
+
+    Batches are read lazily, ``chunk`` rows at a time, so a rebuild never holds every vector as
+    Python objects at once. Consume the iterator fully (it holds a read transaction).
+    """
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    row, live, meta = _tables(kind)
+    session = Session(catalog.engine)
+    session.begin()
+    seq = int(session.scalar(select(meta.value).where(meta.key == "seq")) or 0)
+    count = int(session.scalar(select(func.count()).select_from(row).where(live)) or 0)
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        try:
+            stmt = select(row.id, row.vector).where(live).order_by(row.id)
+            result = session.execute(stmt.execution_options(yield_per=chunk))
+            for part in result.partitions(chunk):
+                ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
+                vecs = np.frombuffer(b"".join(r[1] for r in part), dtype=np.float32)
+                yield ids, vecs.reshape(len(part), -1)
+        finally:
+            session.close()
+
+    return seq, count, batches()
+
+
+def _training_sample(catalog: Catalog, kind: str, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` vectors drawn at random from the catalog (IVF training)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    row, live, _ = _tables(kind)
+    with Session(catalog.engine) as s:
+        ids = np.array(s.scalars(select(row.id).where(live)).all(), dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(ids, size=min(size, len(ids)), replace=False)).tolist()
+        out = []
+        for i in range(0, len(pick), 500):
+            stmt = select(row.vector).where(row.id.in_(pick[i : i + 500]))
+            out.extend(np.frombuffer(v, dtype=np.float32) for v in s.scalars(stmt))
+    return np.stack(out)
+
+
+def build(
+    spec: IndexSpec,
+    dim: int,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    seq: int = 0,
+) -> VectorIndex:
+    """A new index of ``spec`` over in-memory ``vectors`` (IVF trained on a sample of them).
+
+    Example:
+        >>> v = np.eye(4, dtype="float32")
+        >>> build(IndexSpec("hnsw"), 4, np.arange(4), v).search(v[:1], 1)[1].tolist()
+        [[0]]
+    """
+    vi = VectorIndex(dim, spec, seq=seq)
+    if not vi.is_trained:
+        rng = np.random.default_rng(0)
+        n_train = min(len(vectors), max(64 * spec.nlist, 50_000))
+        vi.train(vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))])
+    for i in range(0, len(ids), 65536):
+        vi.index.add_with_ids(
+            np.ascontiguousarray(vectors[i : i + 65536], dtype=np.float32),
+            np.ascontiguousarray(ids[i : i + 65536], dtype=np.int64),
+        )
+    return vi
+
+
+def rebuild(
+    catalog: Catalog,
+    dim: int,
+    spec: IndexSpec | None = None,
+    kind: str = "image",
+    memory_bytes: int | None = None,
+) -> VectorIndex:
+    """A fresh index of the catalog's vectors, of ``spec`` (default: :func:`choose_index`).
+
+    Vectors stream from the catalog in chunks; dead slots of the old index are gone. The result
+    reflects the catalog's sequence number at the start of the read.
+    """
+    seq, count, batches = iter_catalog_vectors(catalog, kind)
+    spec = spec or choose_index(count, dim, memory_bytes)
+    spec = replace(spec, built_for=count)
+    vi = VectorIndex(dim, spec, seq=seq)
+    if not vi.is_trained:
+        if count < spec.nlist:
+            batches.close()
+            raise ValueError(f"{count} vectors are too few to train {spec.nlist} IVF lists")
+        vi.train(_training_sample(catalog, kind, max(64 * spec.nlist, 50_000)))
+    for ids, vecs in batches:
+        vi.index.add_with_ids(vecs, ids)
+    return vi
+
+
+def spec_for_kind(kind: str, n: int, dim: int, memory_bytes: int | None = None) -> IndexSpec:
+    """Parameters for an index of a given ``kind`` holding ``n`` vectors (a forced choice)."""
+    auto = choose_index(n, dim, memory_bytes)
+    if auto.kind == kind:
+        return auto
+    if kind != "ivfpq":
+        return IndexSpec(kind, built_for=n)
+    if n < IVFPQ_MIN:
+        from vtsearch.errors import ConfigError
+
+        raise ConfigError(
+            f"an ivfpq index needs at least {IVFPQ_MIN} vectors to train on, not {n}; "
+            "use flat or hnsw"
+        )
+    # Enough training points per list (FAISS wants about 39), at least one list.
+    nlist = int(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))
+    while nlist > 1 and nlist * 39 > n:
+        nlist //= 2
+    return IndexSpec(
+        "ivfpq",
+        nlist=nlist,
+        nprobe=max(1, min(nlist, max(16, nlist // 64))),
+        pq_m=_pq_m(dim),
+        built_for=n,
+    )
+
+
+@dataclass
+class OptimizeReport:
+    """What ``optimize`` found (and did) for one index of a collection."""
+
+    name: str
+    count: int
+    before: IndexSpec
+    after: IndexSpec
+    #: Why it was rebuilt (None: it was already right).
+    reason: str | None
+    rebuilt: bool
+    seconds: float = 0.0
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+#: (file stem, catalog kind, meta key prefix) of each index a collection may hold.
+_INDEXES = ((IMAGES, "image", "index"), ("texts", "text", "text_index"))
+
+
+def optimize(
+    folder: Path,
+    catalog: Catalog,
+    *,
+    kind: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    memory_bytes: int | None = None,
+) -> list[OptimizeReport]:
+    """Rebuild each index of the collection in ``folder`` whose kind no longer fits its size.
+
+    ``kind`` forces a kind instead of :func:`choose_index`; ``force`` rebuilds even when the
+    index is right (compacting removed vectors); ``dry_run`` only reports. The new kind and its
+    parameters are recorded in the catalog meta (``index_kind``, ``index_params``; the text
+    set's under ``text_index_*``). The caller holds the collection's write lock.
+    """
+    import time
+
+    dim = int(catalog.get_meta("dim") or 0)
+    reports = []
+    for name, cat_kind, key in _INDEXES:
+        if not dim or (name != IMAGES and not (folder / f"{name}.faiss").exists()):
+            continue
+        vi = VectorIndex.load(folder, dim, name=name)
+        vi.sync(catalog, cat_kind)
+        n = len(vi)
+        if kind is not None:
+            want = spec_for_kind(kind, n, dim, memory_bytes)
+            reason = f"{kind} asked for" if want.kind != vi.kind else None
+        else:
+            want = choose_index(n, dim, memory_bytes)
+            reason = needs_rebuild(vi, n, memory_bytes)
+        if reason is None and force:
+            reason = "rebuild forced"
+        report = OptimizeReport(name, n, vi.spec, want if reason else vi.spec, reason, False)
+        if reason is None or dry_run:
+            reports.append(report)
+            continue
+        t0 = time.perf_counter()
+        report.bytes_before = vi.memory_bytes()
+        del vi
+        fresh = rebuild(catalog, dim, want, cat_kind, memory_bytes)
+        fresh.save(folder, name)
+        catalog.set_meta(f"{key}_kind", fresh.kind)
+        catalog.set_meta(f"{key}_params", fresh.spec.to_json())
+        report.after, report.rebuilt = fresh.spec, True
+        report.bytes_after = fresh.memory_bytes()
+        report.seconds = time.perf_counter() - t0
+        reports.append(report)
+    return reports

@@ -460,5 +460,9 @@ def train_fusion_cmd(
     click.echo(json.dumps(metrics, indent=2, default=str))
 
 
+from vtsearch.commands_optimize import optimize as _optimize  # noqa: E402
+
+main.add_command(_optimize)
+
 if __name__ == "__main__":
     main()

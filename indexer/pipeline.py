@@ -1,4 +1,17 @@
-"""One indexing run: scan, diff, embed what changed, commit per batch."""
+"""One indexing run: scan, diff, embed what changed, commit per batch.
+
+Commit order, so that a run killed at any instant (SIGKILL, power cut) leaves a collection that is
+consistent and resumes without redoing committed work:
+
+1. A batch's region tokens go to the token cache (``TokenSink.writer``, flushed to disk).
+2. Its rows and vectors commit in one SQLite transaction (``Catalog.write_batch``). That commit is
+   the only point at which the batch becomes visible, to queries and to the next run.
+3. The FAISS file is a derived cache, saved atomically from time to time with the catalog sequence
+   number it reflects; whoever opens it replays the newer catalog changes.
+
+A kill before step 2 leaves only token records no row points at; ``reconcile_tokens`` drops them
+(and the records of rows removed just before a kill) at the start and end of every run.
+"""
 
 from __future__ import annotations
 
@@ -65,8 +78,38 @@ class TokenSink:
                 got = self.cache.get(np.array([src])) if src is not None else [None]
                 if got[0] is not None:
                     self.cache.put(np.array([row_id]), got[0][None])
+                else:
+                    # The id may be one of a batch that never committed: clear what it left.
+                    self.cache.remove(np.array([row_id]))
 
         return write
+
+
+def reconcile_tokens(catalog: Catalog, cache: TokenCache) -> None:
+    """Drop token records that no live catalog row points at (left by a killed run)."""
+    seq, dead = catalog.dead_since(cache.reconciled_seq)
+    cache.reconcile(catalog.max_image_id(), np.array(dead, dtype=np.int64), seq)
+
+
+def catch_up(catalog: Catalog, vindex: VectorIndex) -> None:
+    """Bring the in-memory FAISS index up to the catalog.
+
+    An index that claims a newer sequence number than the catalog has (a catalog restored from a
+    backup, or one that lost its last commits in a power cut) holds vectors the catalog does not
+    know: it is rebuilt from the catalog instead.
+    """
+    if vindex.seq > catalog.current_seq():
+        vindex.remove(index_ids(vindex))
+        vindex.seq = 0
+    vindex.sync(catalog)
+
+
+def index_ids(vindex: VectorIndex) -> np.ndarray:
+    """The catalog ids a FAISS index holds (one entry per stored vector, removed slots left out)."""
+    import faiss
+
+    ids = faiss.vector_to_array(vindex.index.id_map).astype(np.int64)
+    return ids[ids >= 0]
 
 
 #: Called with (files done, files to embed) after each batch.
@@ -95,6 +138,8 @@ def index_folder(
     """
     t0 = time.perf_counter()
     root = root.resolve()
+    if tokens is not None:
+        reconcile_tokens(catalog, tokens.cache)
     files, rejected = scan_folder(root, extensions, max_bytes)
     known = catalog.records()
     # Only the files under root are this run's business; other roots in the collection stay.
@@ -104,7 +149,7 @@ def index_folder(
     report = IndexReport(scanned=len(files) + len(rejected), unchanged=plan.unchanged)
 
     _apply_cheap_changes(plan, catalog, known, report, tokens)
-    vindex.sync(catalog)
+    catch_up(catalog, vindex)
 
     todo = plan.embed
     if progress:
@@ -153,6 +198,8 @@ def index_folder(
             report.interrupted = True
             break
 
+    if tokens is not None:
+        reconcile_tokens(catalog, tokens.cache)
     report.seconds = time.perf_counter() - t0
     return report
 

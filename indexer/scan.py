@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,36 +34,58 @@ class Plan:
     delete: list[int] = field(default_factory=list)
     unchanged: int = 0
     #: Files found but not usable before decoding (unreadable, too large): ``(stat, reason)``.
+    #: A folder that could not be listed is here too, its path ending in ``os.sep``.
     rejected: list[tuple[FileStat, str]] = field(default_factory=list)
 
 
 def scan_folder(
     root: Path, extensions: Iterable[str], max_bytes: int
 ) -> tuple[list[FileStat], list[tuple[FileStat, str]]]:
-    """Image files under ``root`` (recursively, following no symlinked folders) and rejects."""
+    """Image files under ``root`` (recursively, following no symlinked folders) and rejects.
+
+    A rejected entry whose path ends in ``os.sep`` is a folder that could not be listed: the files
+    catalogued under it are kept as they are (see ``plan_changes``), not taken for deleted.
+    """
     exts = {e.lower() for e in extensions}
     found: list[FileStat] = []
     rejected: list[tuple[FileStat, str]] = []
-    for path in _walk(root):
+    unlisted: list[tuple[FileStat, str]] = []
+    for path in _walk(root, unlisted):
         if os.path.splitext(path)[1].lower() not in exts:
             continue
         try:
             st = os.stat(path)
         except OSError as e:
-            rejected.append((FileStat(path, 0, 0), f"cannot stat: {e.strerror or e}"))
+            rejected.append((FileStat(path, 0, 0), _stat_error(path, e)))
             continue
         stat = FileStat(path, st.st_size, st.st_mtime_ns)
-        if st.st_size > max_bytes:
+        if not statmod.S_ISREG(st.st_mode):
+            rejected.append((stat, "not a regular file (a pipe, socket or device)"))
+        elif st.st_size == 0:
+            rejected.append((stat, "empty file (0 bytes)"))
+        elif st.st_size > max_bytes:
             rejected.append((stat, f"file larger than the limit of {max_bytes} bytes"))
         else:
             found.append(stat)
     found.sort(key=lambda f: f.path)
-    return found, rejected
+    return found, rejected + unlisted
 
 
-def _walk(root: Path) -> Iterator[str]:
+def _stat_error(path: str, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if os.path.islink(path) and e.errno == errno.ENOENT:
+        return f"broken symbolic link (to {os.readlink(path)!r})"
+    return f"cannot stat: {e.strerror or e}"
+
+
+def _walk(root: Path, unlisted: list[tuple[FileStat, str]]) -> Iterator[str]:
     # Symlinked files are followed, symlinked folders are not: that rules out loops.
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    def onerror(e: OSError) -> None:
+        folder = os.path.join(e.filename or str(root), "")
+        unlisted.append((FileStat(folder, 0, 0), f"cannot list folder: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         dirnames.sort()
         for name in filenames:
             yield os.path.join(dirpath, name)
@@ -83,6 +107,10 @@ def plan_changes(
     """Diff the scan against the catalog: unchanged by size+mtime, then by content hash."""
     plan = Plan(rejected=list(rejected or []))
     present = {f.path for f in files} | {r[0].path for r in plan.rejected}
+    # Files under a folder that could not be listed are not gone: keep them as they are.
+    hidden = tuple(r[0].path for r in plan.rejected if r[0].path.endswith(os.sep))
+    if hidden:
+        present |= {p for p in known if p.startswith(hidden)}
     vanished = {r.sha256: r for p, r in known.items() if p not in present and r.sha256}
     indexed_hashes = {r.sha256 for r in known.values() if r.status == "indexed" and r.sha256}
     claimed: set[int] = set()

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -53,7 +53,9 @@ class NewImage:
     format: str | None = None
     taken_at: datetime | None = None
     error: str | None = None
-    #: Row to overwrite (a changed file keeps its id); None inserts a new row.
+    #: Row this file's new version supersedes (a changed file), or None. The old row is deleted in
+    #: the same transaction and the new version gets a fresh id, so a batch killed before its commit
+    #: never touched anything a committed row points at (its token record in particular).
     replace_id: int | None = None
 
 
@@ -61,7 +63,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets queries read a consistent snapshot while an indexer writes.
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a committed batch survives a power cut too, so it is never embedded twice. One fsync
+    # per batch of images costs nothing next to the embedding.
+    cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
@@ -192,6 +196,62 @@ class Catalog:
             [tuple(r) for r in removed],
         )
 
+    def current_seq(self) -> int:
+        with Session(self.engine) as s:
+            value = s.scalar(select(Meta.value).where(Meta.key == "seq"))
+        return int(value) if value else 0
+
+    def max_image_id(self) -> int:
+        """The highest image id ever committed (ids are never reused), 0 for none."""
+        with Session(self.engine) as s:
+            if self.engine.dialect.name == "sqlite":
+                got = s.execute(
+                    text("SELECT seq FROM sqlite_sequence WHERE name = 'images'")
+                ).scalar()
+                if got is not None:
+                    return int(got)
+            return int(s.scalar(select(func.max(ImageRow.id))) or 0)
+
+    def dead_since(self, seq: int) -> tuple[int, list[int]]:
+        """Ids whose vector was removed after ``seq`` and that are not live again, and the
+        current sequence number, read in one snapshot."""
+        with Session(self.engine) as s, s.begin():
+            current = s.scalar(select(Meta.value).where(Meta.key == "seq"))
+            live = select(ImageRow.id).where(ImageRow.status == "indexed")
+            ids = s.scalars(
+                select(Tombstone.id).where(Tombstone.seq > seq, Tombstone.id.not_in(live))
+            ).all()
+        return (int(current) if current else 0), list(ids)
+
+    def live_vectors(self, chunk: int = 2000) -> Iterable[tuple[int, bytes | None]]:
+        """``(id, vector blob)`` of every indexed row, in id order."""
+        last = 0
+        while True:
+            with Session(self.engine) as s:
+                got = s.execute(
+                    select(ImageRow.id, ImageRow.vector)
+                    .where(ImageRow.status == "indexed", ImageRow.id > last)
+                    .order_by(ImageRow.id)
+                    .limit(chunk)
+                ).all()
+            if not got:
+                return
+            yield from ((int(i), v) for i, v in got)
+            last = int(got[-1][0])
+
+    def duplicate_paths(self) -> list[str]:
+        with Session(self.engine) as s:
+            stmt = select(ImageRow.path).group_by(ImageRow.path).having(func.count() > 1)
+            return list(s.scalars(stmt))
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong with the database file (empty when fine)."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        with self.engine.connect() as con:
+            rows = [r[0] for r in con.execute(text("PRAGMA quick_check"))]
+        return [] if rows == ["ok"] else rows
+
     def counts(self) -> dict[str, int]:
         with Session(self.engine) as s:
             rows = s.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
@@ -216,7 +276,8 @@ class Catalog:
     ) -> list[tuple[int, np.ndarray | None]]:
         """Insert or overwrite rows with their vectors in one transaction.
 
-        Returns ``(id, vector)`` for each item in order; ``vector`` is None for failed files.
+        Returns ``(id, vector)`` for each item in order; ``vector`` is None for failed files. Every
+        returned id is new (never committed before), including the new version of a changed file.
         ``before_commit`` gets the same list once the ids are known but before the commit, so side
         files (the token cache) are written before the rows that point at them become visible.
         """
@@ -226,12 +287,14 @@ class Catalog:
             seq = self._next_seq(s)
             for it in items:
                 ok = it.error is None and it.vector is not None
-                row = s.get(ImageRow, it.replace_id) if it.replace_id is not None else None
-                if row is None:
-                    row = ImageRow(path=it.path)
-                    s.add(row)
-                elif row.status == "indexed" and not ok:
-                    s.merge(Tombstone(id=row.id, seq=seq))
+                old = s.get(ImageRow, it.replace_id) if it.replace_id is not None else None
+                if old is not None:
+                    if old.status == "indexed":
+                        s.merge(Tombstone(id=old.id, seq=seq))
+                    s.delete(old)
+                    s.flush()  # the path is free again before the new version is inserted
+                row = ImageRow(path=it.path)
+                s.add(row)
                 row.path, row.size, row.mtime_ns, row.sha256 = (
                     it.path,
                     it.size,
@@ -268,6 +331,30 @@ class Catalog:
                     .where(ImageRow.id == row_id)
                     .values(path=path, size=size, mtime_ns=mtime_ns)
                 )
+
+    def mark_for_reindex(self, ids: list[int], reason: str | None = None) -> None:
+        """Make the next index run embed these rows again (their stat and hash are forgotten).
+
+        With ``reason`` the rows also lose their vector now (status "failed" with that reason, and
+        a tombstone); without it they stay searchable until they are re-embedded.
+        """
+        if not ids:
+            return
+        with Session(self.engine) as s, s.begin():
+            seq = self._next_seq(s) if reason else 0
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                values: dict = {"mtime_ns": -1, "sha256": None}
+                if reason:
+                    live = s.scalars(
+                        select(ImageRow.id).where(
+                            ImageRow.id.in_(chunk), ImageRow.status == "indexed"
+                        )
+                    ).all()
+                    for row_id in live:
+                        s.merge(Tombstone(id=row_id, seq=seq))
+                    values.update(status="failed", error=reason, vector=None, vec_seq=0)
+                s.execute(update(ImageRow).where(ImageRow.id.in_(chunk)).values(**values))
 
     def remove(self, ids: list[int]) -> None:
         """Delete rows (files that vanished) and tombstone their vectors."""

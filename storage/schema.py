@@ -8,12 +8,40 @@ exactly which changes it is missing.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from sqlalchemy import Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 SCHEMA_VERSION = 1
+
+
+class FsPath(TypeDecorator):
+    """A file path as the OS gives it, including names that are not valid UTF-8.
+
+    Python hands such names over with lone surrogates (``surrogateescape``), which SQLite's text
+    type cannot hold. Those paths are stored as their raw bytes (a BLOB in the same column) and
+    read back as the same ``str``; every other path stays plain text, so no migration is needed.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if isinstance(value, bytes | bytearray | memoryview):
+            return os.fsdecode(bytes(value))
+        return value
 
 
 class Base(DeclarativeBase):
@@ -24,7 +52,7 @@ class ImageRow(Base):
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime_ns: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -4,19 +4,38 @@ One memory-mapped file with a fixed-size record per catalog id (ids are never re
 of an id is simply ``id``). A record holds ``N x C`` int8 values and one fp16 scale per token
 (symmetric per-token quantisation); a zero scale marks an empty slot. Records are written before
 the catalog commits the batch, so a committed row always has its tokens; a crash can only leave
-orphan records, which are harmless and dropped by ``compact``.
+orphan records (of a batch that never committed, or of rows removed just before the kill). They
+are harmless, and ``reconcile`` drops them: the indexer calls it under its lock at the start and
+end of every run, from the catalog's tombstones and its highest id.
+
+``tokens.json`` is replaced atomically and never written by readers, so a query running beside an
+indexer never reads a half-written file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 TOKENS_FILE = "tokens.bin"
 TOKENS_META = "tokens.json"
+
+
+def _write_json_atomically(path: Path, value: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 class TokenCache:
@@ -30,34 +49,58 @@ class TokenCache:
         (4, 8)
     """
 
-    def __init__(self, folder: Path, n_tokens: int, dim: int, revision: str = "") -> None:
+    def __init__(
+        self, folder: Path, n_tokens: int, dim: int, revision: str = "", *, create: bool = True
+    ) -> None:
         self.folder = folder
         self.n_tokens, self.dim, self.revision = n_tokens, dim, revision
         self.record = n_tokens * dim + 2 * n_tokens
         self.path = folder / TOKENS_FILE
-        meta_path = folder / TOKENS_META
-        meta = {"n_tokens": n_tokens, "dim": dim, "format": "int8+fp16-scale", "revision": revision}
-        if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+        self.meta_path = folder / TOKENS_META
+        #: Catalog sequence number up to which removed rows have had their records dropped.
+        self.reconciled_seq = 0
+        if not create:
+            return
+        meta = self._shape_meta()
+        stored = _read_meta(self.meta_path)
+        if stored is not None and {k: stored.get(k) for k in meta} == meta:
+            self.reconciled_seq = int(stored.get("reconciled_seq", 0))
+        else:
             # Another shape or reducer (another scorer): start over; tokens are derivable.
             self.path.unlink(missing_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps(meta))
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_json_atomically(self.meta_path, meta)
         self.path.touch(exist_ok=True)
+
+    def _shape_meta(self) -> dict:
+        return {
+            "n_tokens": self.n_tokens,
+            "dim": self.dim,
+            "format": "int8+fp16-scale",
+            "revision": self.revision,
+        }
 
     @classmethod
     def open_existing(cls, folder: Path) -> TokenCache | None:
-        meta_path = folder / TOKENS_META
-        if not meta_path.exists():
+        """The cache in ``folder`` for reading, or None; opening it writes nothing."""
+        meta = _read_meta(folder / TOKENS_META)
+        if meta is None:
             return None
-        meta = json.loads(meta_path.read_text())
-        return cls(folder, int(meta["n_tokens"]), int(meta["dim"]), meta.get("revision", ""))
+        cache = cls(
+            folder, int(meta["n_tokens"]), int(meta["dim"]), meta.get("revision", ""), create=False
+        )
+        cache.reconciled_seq = int(meta.get("reconciled_seq", 0))
+        return cache
 
     @property
     def bytes_per_image(self) -> int:
         return self.record
 
     def _slots(self) -> int:
-        return os.path.getsize(self.path) // self.record
+        try:
+            return os.path.getsize(self.path) // self.record
+        except FileNotFoundError:
+            return 0
 
     def _map(self, mode: str) -> np.memmap | None:
         n = self._slots()
@@ -108,10 +151,68 @@ class TokenCache:
         return out
 
     def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
         mm = self._map("r+")
         if mm is None:
             return
-        for i in np.asarray(ids, dtype=np.int64):
+        for i in ids:
             if i < mm.shape[0]:
                 mm[i] = 0
         mm.flush()
+
+    def filled(self) -> np.ndarray:
+        """Ids whose slot holds tokens (reads the scales only)."""
+        mm = self._map("r")
+        if mm is None:
+            return np.zeros(0, dtype=np.int64)
+        body = self.n_tokens * self.dim
+        out = []
+        for start in range(0, mm.shape[0], 4096):
+            scales = np.asarray(mm[start : start + 4096, body:])
+            out.append(start + np.flatnonzero(scales.any(axis=1)))
+        return np.concatenate(out).astype(np.int64)
+
+    def is_torn(self) -> bool:
+        """True when the file does not hold a whole number of records (a cut-off extension)."""
+        try:
+            return os.path.getsize(self.path) % self.record != 0
+        except FileNotFoundError:
+            return False
+
+    def truncate(self, slots: int) -> None:
+        """Keep the first ``slots`` records: drops orphans past the catalog's highest id and a
+        partly written last record."""
+        try:
+            size = os.path.getsize(self.path)
+        except FileNotFoundError:
+            return
+        if size > slots * self.record or size % self.record:
+            with open(self.path, "r+b") as f:
+                f.truncate(min(size - size % self.record, slots * self.record))
+                f.flush()
+                os.fsync(f.fileno())
+
+    def reconcile(self, max_id: int, dead: np.ndarray, seq: int) -> None:
+        """Drop records no catalog row can point at, then record ``seq`` as reconciled.
+
+        ``max_id`` is the highest id the catalog ever committed (ids are never reused), ``dead``
+        the ids removed since ``reconciled_seq`` that are not live again. Idempotent, so a crash
+        in the middle only means doing it again.
+        """
+        self.truncate(max_id + 1)
+        self.remove(dead)
+        if seq != self.reconciled_seq:
+            self.reconciled_seq = seq
+            _write_json_atomically(self.meta_path, {**self._shape_meta(), "reconciled_seq": seq})
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        # Unreadable (cut off by a crash in an older version): treat it as absent.
+        return None

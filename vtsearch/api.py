@@ -17,6 +17,7 @@ from vtsearch.errors import CollectionNotFoundError, IndexLockedError, QueryErro
 if TYPE_CHECKING:
     from PIL import Image
 
+    from vtsearch.check import CheckReport
     from vtsearch.indexer.pipeline import IndexReport
     from vtsearch.models.base import Embedder
     from vtsearch.search.rerank import FusionReranker
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 
 LOCK_FILE = "index.lock"
 TEXTS = "texts"
-#: While indexing, the FAISS file is re-saved at most this often, so readers replay little.
-CHECKPOINT_SECONDS = 30.0
+#: While indexing, the FAISS file is re-saved at most this often, so readers replay little
+#: (``$VTSEARCH_CHECKPOINT_SECONDS`` overrides it).
+CHECKPOINT_SECONDS = config.checkpoint_seconds()
 
 
 @dataclass
@@ -113,8 +115,9 @@ class Engine:
         if self._model_arg is None and catalog.get_meta("model_id") is None:
             self._model_arg = config.model_name()
         embedder = self._load_embedder()
-        if not self._model_checked:
+        if not self._model_checked and (create or catalog.get_meta("model_id") is not None):
             # Once per engine: the check reads the catalog's metadata, not needed on every query.
+            # A query never binds a collection an indexer is still creating: it just finds nothing.
             catalog.bind_model(embedder.model_id, embedder.dim, embedder.revision)
             self._model_checked = True
         return catalog, embedder
@@ -123,7 +126,7 @@ class Engine:
         from vtsearch.storage.vectors import VectorIndex
 
         if self._vindex is None:
-            self._vindex = VectorIndex.load(self.path, dim)
+            self._vindex = _load_or_empty(VectorIndex, self.path, dim)
         self._vindex.sync(catalog)
         return self._vindex
 
@@ -131,7 +134,7 @@ class Engine:
         from vtsearch.storage.vectors import VectorIndex
 
         if self._tindex is None:
-            self._tindex = VectorIndex.load(self.path, dim, name=TEXTS)
+            self._tindex = _load_or_empty(VectorIndex, self.path, dim, name=TEXTS)
         self._tindex.sync(catalog, "text")
         return self._tindex
 
@@ -175,6 +178,9 @@ class Engine:
         if not root.is_dir():
             raise CollectionNotFoundError(f"{root} is not a folder")
         with self._write_lock():
+            from vtsearch.check import remove_leftovers
+
+            remove_leftovers(self.path)  # temp files of a save a killed run never finished
             catalog, embedder = self._bound(create=True)
             vindex = self._vectors(catalog, embedder.dim)
             last_save = [time.monotonic()]
@@ -342,6 +348,22 @@ class Engine:
         regions = reranker.reduce(q.image_tokens)
         return apply_rerank(hits, reranker.score_texts(regions, states), reranker.mix, k)
 
+    def check(self, repair: bool = False) -> CheckReport:
+        """Verify that the catalog, the FAISS index and the token cache agree.
+
+        With ``repair``, rebuild what is derivable (under the write lock): the FAISS file from the
+        catalog's vectors, the token cache without records no row points at; rows that lost their
+        vector or tokens are embedded again by the next ``index`` run. See ``vtsearch.check``.
+        """
+        from vtsearch.check import check_collection
+
+        catalog = self._open_catalog(create=False)
+        # Under the write lock even to look: a running indexer's half-done batch is no problem.
+        with self._write_lock():
+            report = check_collection(self.path, catalog, repair=repair)
+        self._vindex = self._tindex = None  # reload what was rebuilt
+        return report
+
     def status(self) -> CollectionStatus:
         """Model, counts, failed files and size on disk of the collection."""
         catalog = self._open_catalog(create=False)
@@ -367,3 +389,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _load_or_empty(cls: type[VectorIndex], folder: Path, dim: int, **kw) -> VectorIndex:
+    """The saved FAISS index, or an empty one when the file is damaged: it is only a cache, and
+    ``sync`` rebuilds it from the catalog."""
+    try:
+        return cls.load(folder, dim, **kw)
+    except Exception:
+        return cls(dim)

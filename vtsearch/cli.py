@@ -464,5 +464,9 @@ from vtsearch.commands_optimize import optimize as _optimize  # noqa: E402
 
 main.add_command(_optimize)
 
+from vtsearch.commands_check import check as _check  # noqa: E402
+
+main.add_command(_check)
+
 if __name__ == "__main__":
     main()

@@ -6,7 +6,24 @@ import os
 from pathlib import Path
 
 DEFAULT_MODEL = "vtsearch-lite"
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+#: What ``vtsearch index`` picks up (case-insensitive). HEIC/HEIF decode through pillow-heif, AVIF
+#: through Pillow itself (11.2 and later); a file of a format this install cannot read is recorded
+#: as failed with the reason.
+DEFAULT_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".avif",
+)
 #: Files larger than this are skipped as "too large" before any decode is attempted.
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
 
@@ -28,3 +45,9 @@ def default_collection() -> Path:
 def model_name(explicit: str | None = None) -> str:
     """The model asked for: an explicit name, else ``$VTSEARCH_MODEL``, else the default."""
     return explicit or os.environ.get("VTSEARCH_MODEL") or DEFAULT_MODEL
+
+
+def checkpoint_seconds() -> float:
+    """How often (at most) an indexing run re-saves the FAISS file: ``$VTSEARCH_CHECKPOINT_SECONDS``
+    or 30. Readers replay the catalog changes since the last save, so this only bounds that work."""
+    return float(os.environ.get("VTSEARCH_CHECKPOINT_SECONDS", "30"))

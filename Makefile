@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DB ?= .demo-collection
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-full bench-quick bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,10 +29,46 @@ lint: $(STAMP)
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-bench: $(STAMP)
+# CPU benches (under 30 minutes on 2 cores; the first run also makes 1,000 camera-size JPEGs).
+# Each prints its own table; bench/summary.py prints the headline figures as one table.
+BENCH_RESULTS := .cache/bench/results
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	rm -rf $(BENCH_RESULTS)
 	$(PY) bench/eval_retrieval.py --split test
-	$(PY) bench/throughput.py
+	$(PY) bench/indexing.py
+	$(PY) bench/vector_index.py
+	$(PY) bench/query_latency.py
 	$(PY) bench/rerank_latency.py
+	$(PY) bench/summary.py
+
+# The same with all 8,091 Flickr8k photos and the 1M-vector run (about an hour and 12 GB of RAM).
+bench-full: $(BENCH_STAMP)
+	rm -rf $(BENCH_RESULTS)
+	$(PY) bench/indexing.py --limit 0
+	$(PY) bench/vector_index.py --full
+	$(PY) bench/query_latency.py
+	$(PY) bench/rerank_latency.py
+	$(PY) bench/summary.py
+
+# Every bench at smoke size: checks they run, figures mean little.
+bench-quick: $(BENCH_STAMP)
+	rm -rf $(BENCH_RESULTS)
+	$(PY) bench/indexing.py --quick
+	$(PY) bench/vector_index.py --quick
+	$(PY) bench/query_latency.py --quick
+	$(PY) bench/rerank_latency.py --limit 100 --queries 20
+	$(PY) bench/gpu_pipeline.py --dry
+	$(PY) bench/summary.py
+
+# On a machine with one GPU.
+bench-gpu: $(BENCH_STAMP)
+	bench/gpu.sh
 
 clean:
 	rm -rf $(DEMO_DB) .pytest_cache .ruff_cache

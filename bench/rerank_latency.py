@@ -11,6 +11,7 @@ randomly initialised one of the same shape when none ships (latency does not dep
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-FLICKR = REPO.parent / "shared" / "data" / "flickr8k"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import FLICKR, figure, need_flickr, save_figures
 
 
 def main() -> None:
@@ -28,7 +29,9 @@ def main() -> None:
     ap.add_argument("--rerank-k", type=int, default=50)
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--reranker", default=None, help="fusion weights file (default: shipped)")
+    ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
     args = ap.parse_args()
+    need_flickr()
 
     from vtsearch import Engine
     from vtsearch.models.fusion import FusionScorer, save_fusion
@@ -78,6 +81,14 @@ def main() -> None:
     print(f"{'search without re-rank, median ms':<44}{np.median(plain):>8.1f}")
     print(f"{'search with re-rank, median ms':<44}{np.median(reranked):>8.1f}")
     print(f"{'added by re-ranking, median ms':<44}{np.median(added):>8.1f}")
+    save_figures(
+        "rerank_latency",
+        [
+            figure(f"search @{len(names)} images, no re-rank", float(np.median(plain)), "ms"),
+            figure(f"added by re-ranking top {args.rerank_k}", float(np.median(added)), "ms"),
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

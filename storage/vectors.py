@@ -72,7 +72,7 @@ class IndexSpec:
     #: HNSW: links per node, build-time and search-time beam widths.
     m: int = 32
     ef_construction: int = 64
-    ef_search: int = 96
+    ef_search: int = 64
     #: IVF: inverted lists, lists visited per query, PQ sub-quantizers (bytes per vector).
     nlist: int = 0
     nprobe: int = 0

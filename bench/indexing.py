@@ -1,0 +1,217 @@
+"""Indexing throughput of the default model: the pipeline against a naive loop and the model alone.
+
+On two sets, in one run: Flickr8k photos (about 500x375; a subset by default) and camera-size JPEGs
+(4000x3000, quality 90, made by this script from Flickr8k photos with sensor-like noise and cached
+under .cache/bench). For each, images/s of
+
+  (a) the pipeline: ``Engine.index`` end to end (scan, hash, decode workers with JPEG draft
+      decoding, embed, SQLite commits, FAISS save) into a fresh collection;
+  (b) a naive loop: PIL open, full decode, transform, one image per forward pass;
+  (c) the image tower alone (with the heads) on pre-decoded tensors: the ceiling;
+
+with the ratios a/b and a/c, and the peak resident memory of the indexing process and its
+decode workers. Goals on CPU: a >= 3x b on camera-size photos, a >= 75% of c on both sets.
+
+    python bench/indexing.py                      # 1,000 Flickr8k photos, 1,000 camera-size
+    python bench/indexing.py --limit 0            # all 8,091 Flickr8k photos
+    python bench/indexing.py --camera 100 --quick # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CACHE, Timer, figure, flickr_images, machine, peak_rss_mb, save_figures
+
+CAMERA_SIZE = (4000, 3000)
+CAMERA_QUALITY = 90
+
+
+# -- the camera-size set --------------------------------------------------------------------------
+
+
+def _make_camera_jpeg(job: tuple[str, str, int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    src, dst, seed = job
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        size = CAMERA_SIZE if im.width >= im.height else CAMERA_SIZE[::-1]
+        big = np.asarray(im.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+    # Upscaled photos are smoother than a sensor's: a tiled noise pattern brings the file size
+    # and decode cost close to a real 12 MP photo's (about 3-5 MB at quality 90).
+    tile = np.random.default_rng(seed).normal(0, 6, (500, 500, 3)).astype(np.int16)
+    reps = (-(-big.shape[0] // 500), -(-big.shape[1] // 500), 1)
+    big += np.tile(tile, reps)[: big.shape[0], : big.shape[1]]
+    out = Image.fromarray(np.clip(big, 0, 255).astype(np.uint8))
+    tmp = dst + ".tmp"
+    out.save(tmp, "JPEG", quality=CAMERA_QUALITY)
+    os.replace(tmp, dst)
+
+
+def camera_set(n: int) -> list[Path]:
+    """``n`` camera-size JPEGs made from the first ``n`` Flickr8k photos (cached between runs)."""
+    from multiprocessing import Pool
+
+    folder = CACHE / f"camera-{CAMERA_SIZE[0]}x{CAMERA_SIZE[1]}-q{CAMERA_QUALITY}"
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = flickr_images(n)
+    files = [folder / f"cam_{i:05d}.jpg" for i in range(len(sources))]
+    todo = [(str(s), str(f), i) for i, (s, f) in enumerate(zip(sources, files, strict=True))]
+    todo = [job for job in todo if not Path(job[1]).exists()]
+    if todo:
+        print(f"making {len(todo)} camera-size JPEGs in {folder} (once) ...", flush=True)
+        with Timer() as t, Pool(os.cpu_count()) as pool:
+            for _ in pool.imap_unordered(_make_camera_jpeg, todo, chunksize=4):
+                pass
+        print(f"  done in {t.s:.0f} s", flush=True)
+    return files
+
+
+def warm_file_cache(files: list[Path]) -> int:
+    """Read every file once so all three measurements start from the page cache."""
+    total = 0
+    for f in files:
+        total += len(f.read_bytes())
+    return total
+
+
+# -- the three measurements -----------------------------------------------------------------------
+
+
+def pipeline_rate(emb, files: list[Path], batch_size: int, workers: int | None) -> dict:
+    """(a) ``Engine.index`` on a folder of links to ``files``, into a fresh collection."""
+    from vtsearch import Engine
+
+    with tempfile.TemporaryDirectory(prefix="vtsearch-bench-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for f in files:
+            (folder / f.name).symlink_to(f.resolve())
+        eng = Engine(Path(tmp) / "coll", embedder=emb)
+        rss_before = peak_rss_mb()
+        t0 = time.perf_counter()
+        report = eng.index(folder, batch_size=batch_size, workers=workers)
+        seconds = time.perf_counter() - t0
+        eng.close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if report.failed:
+        print(f"  {len(report.failed)} files failed, e.g. {report.failed[0]}")
+    return {
+        "rate": report.embedded / seconds,
+        "seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "worker_peak_rss_mb": children,
+    }
+
+
+def naive_rate(emb, files: list[Path]) -> float:
+    """(b) PIL open + full decode + transform, one image per forward pass, one process."""
+    import torch
+    from PIL import Image
+
+    with torch.inference_mode():
+        emb.encode_images(emb.transform(Image.open(files[0]).convert("RGB"))[None])  # warm-up
+        t0 = time.perf_counter()
+        for f in files:
+            with Image.open(f) as im:
+                x = emb.transform(im.convert("RGB"))[None]
+            emb.encode_images(x)
+    return len(files) / (time.perf_counter() - t0)
+
+
+def ceiling_rate(emb, files: list[Path], batch_size: int) -> float:
+    """(c) the model alone on tensors decoded beforehand, in batches."""
+    import torch
+
+    from vtsearch.indexer.decode import load_image
+
+    pixels = torch.stack([emb.transform(load_image(str(f), 256).image) for f in files])
+    with torch.inference_mode():
+        emb.encode_images(pixels[:batch_size])  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, len(pixels), batch_size):
+            emb.encode_images(pixels[i : i + batch_size])
+        return len(pixels) / (time.perf_counter() - t0)
+
+
+def measure(name: str, emb, files: list[Path], args) -> dict:
+    mb = warm_file_cache(files) / 1e6
+    print(f"\n== {name}: {len(files)} files, {mb / len(files):.2f} MB each ==", flush=True)
+    a = pipeline_rate(emb, files, args.batch_size, args.workers)
+    print(f"  (a) pipeline {a['rate']:.1f} img/s ({a['seconds']:.1f} s)", flush=True)
+    b = naive_rate(emb, files[: args.naive_limit])
+    print(f"  (b) naive loop {b:.1f} img/s (on {min(len(files), args.naive_limit)})", flush=True)
+    c = ceiling_rate(emb, files[: args.ceiling_limit], args.batch_size)
+    print(f"  (c) model alone {c:.1f} img/s (on {min(len(files), args.ceiling_limit)})", flush=True)
+    return {"name": name, "n": len(files), "a": a, "b": b, "c": c}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=1000, help="Flickr8k photos (0: all 8,091)")
+    ap.add_argument("--camera", type=int, default=1000, help="camera-size JPEGs (0: skip)")
+    ap.add_argument("--naive-limit", type=int, default=200, help="images for the naive loop")
+    ap.add_argument("--ceiling-limit", type=int, default=256, help="images for the ceiling")
+    ap.add_argument("--workers", type=int, default=None, help="decode workers (default: Engine's)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="100 + 30 images, a smoke run")
+    ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
+    args = ap.parse_args()
+    if args.quick:
+        args.limit, args.camera = min(args.limit or 100, 100), min(args.camera, 30)
+        args.naive_limit, args.ceiling_limit = 20, 64
+
+    import torch
+
+    from vtsearch.models.registry import load_embedder
+
+    flickr = flickr_images(args.limit or None)
+    camera = camera_set(args.camera) if args.camera else []
+    emb = load_embedder("vtsearch-lite")
+    print(
+        f"machine: {machine()}; model vtsearch-lite; torch threads {torch.get_num_threads()}; "
+        f"batch {args.batch_size}"
+    )
+    results = [measure("Flickr8k photos", emb, flickr, args)]
+    if camera:
+        results.append(measure("camera-size 4000x3000 JPEGs", emb, camera, args))
+
+    print(
+        f"\n{'set':<30}{'(a) pipe':>10}{'(b) naive':>10}{'(c) model':>10}{'a/b':>7}{'a/c':>7}"
+        f"{'peak RSS':>10}{'worker RSS':>11}"
+    )
+    figures = []
+    for r in results:
+        a, b, c = r["a"]["rate"], r["b"], r["c"]
+        print(
+            f"{r['name']:<30}{a:>10.1f}{b:>10.1f}{c:>10.1f}{a / b:>7.2f}{a / c:>7.0%}"
+            f"{r['a']['peak_rss_mb']:>8.0f}MB{r['a']['worker_peak_rss_mb']:>9.0f}MB"
+        )
+        tag = "camera" if r["name"].startswith("camera") else "Flickr8k"
+        figures += [
+            figure(f"indexing {tag} ({r['n']}): pipeline", a, "img/s"),
+            figure(f"indexing {tag}: naive loop", b, "img/s"),
+            figure(f"indexing {tag}: model alone", c, "img/s"),
+            figure(f"indexing {tag}: pipeline / model", a / c, "ratio", ">= 0.75", a / c >= 0.75),
+        ]
+        if tag == "camera":
+            figures.append(
+                figure("indexing camera: pipeline / naive", a / b, "ratio", ">= 3", a / b >= 3)
+            )
+        figures.append(figure(f"indexing {tag}: peak RSS", r["a"]["peak_rss_mb"], "MB"))
+    print("(images/s; peak RSS of the indexing process, and of its largest decode worker)")
+    save_figures("indexing", figures, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,8 @@ class EncodedQuery:
     text: TextEmbedding | None
     #: Raw region tokens ``[1, N, C]`` of the query image, for re-ranking texts.
     image_tokens: torch.Tensor | None
+    #: The strongest positive term as typed, for re-rankers that read text, not states.
+    main_text: str | None = None
 
 
 def read_image(image: str | Path | Image.Image) -> Image.Image:
@@ -36,19 +38,28 @@ def read_image(image: str | Path | Image.Image) -> Image.Image:
         raise QueryError(f"cannot read query image {image}: {describe_error(e)}") from e
 
 
+def try_read_image(path: str) -> Image.Image | None:
+    """A candidate's image, or None when its file can no longer be read (moved since indexing)."""
+    try:
+        return read_image(path)
+    except QueryError:
+        return None
+
+
 def encode_query(
     embedder: Embedder, text: str | None, image: str | Path | Image.Image | None
 ) -> EncodedQuery:
     if text is None and image is None:
         raise QueryError("give a text query, an image, or both")
     parts, weights = [], []
-    main_text = image_tokens = None
+    main_text = image_tokens = main_term = None
     if text is not None:
         parsed = parse_query(text)
         emb = embedder.encode_texts(parsed.texts)
         parts.append(emb.vectors.float().cpu().numpy())
         weights += parsed.weights
         best = int(np.argmax(parsed.weights))
+        main_term = parsed.texts[best]
         main_text = TextEmbedding(
             emb.vectors[best : best + 1], emb.states[best : best + 1], emb.mask[best : best + 1]
         )
@@ -58,4 +69,5 @@ def encode_query(
         parts.append(img.vectors.float().cpu().numpy())
         weights.append(1.0)
         image_tokens = img.tokens
-    return EncodedQuery(combine(np.concatenate(parts), weights), main_text, image_tokens)
+    vector = combine(np.concatenate(parts), weights)
+    return EncodedQuery(vector, main_text, image_tokens, main_term)

@@ -1,13 +1,15 @@
 """Re-rank the bi-encoder's candidates with the cross-attention fusion scorer.
 
-The final score is ``bi-encoder similarity + mix * fusion logit``: the scorer was trained as a
-correction on top of the bi-encoder, so it decides among close candidates without throwing away
-what the bi-encoder already knows.
+The final score is ``bi-encoder similarity - alpha * prior + mix * fusion logit``: the scorer was
+trained as a correction on top of the bi-encoder, so it decides among close candidates without
+throwing away what the bi-encoder already knows, and the query-bank prior
+(:mod:`vtsearch.models.prior`) discounts "hub" candidates that sit close to every query.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +18,10 @@ import vtsearch.models as models_pkg
 from vtsearch.errors import ConfigError
 from vtsearch.models.base import TextEmbedding, file_revision
 from vtsearch.models.fusion import FusionScorer, load_fusion
+from vtsearch.models.prior import QueryBankPrior
+
+if TYPE_CHECKING:
+    from vtsearch.search.blip import BlipReranker
 
 WEIGHTS_DIR = Path(models_pkg.__file__).resolve().parent / "weights"
 DEFAULT_RERANK_K = 50
@@ -32,21 +38,38 @@ class FusionReranker:
     def __init__(
         self,
         scorer: FusionScorer,
-        mix: float = 1.0,
+        mix: dict[str, float] | float = 1.0,
         default_k: int = DEFAULT_RERANK_K,
         revision: str = "",
+        priors: dict[str, QueryBankPrior] | None = None,
     ) -> None:
         self.scorer = scorer.eval()
-        self.mix = mix
+        #: Weight of the fusion logit per direction ("t2i", "i2t"), in bi-encoder score units.
+        self.mix = mix if isinstance(mix, dict) else {"t2i": mix, "i2t": mix}
         self.default_k = default_k
         #: Names the reducer behind cached tokens: a retrained scorer must not read old tokens.
         self.revision = revision
+        self.priors = priors or {}
 
     @classmethod
     def load(cls, path: Path) -> FusionReranker:
-        scorer, extra = load_fusion(path)
-        mix, k = float(extra.get("mix", 1.0)), int(extra.get("rerank_k", DEFAULT_RERANK_K))
-        return cls(scorer, mix, k, file_revision(path))
+        scorer, extra, tensors = load_fusion(path)
+        k = int(extra.get("rerank_k", DEFAULT_RERANK_K))
+        if "t2i" not in extra:  # a file from before per-direction settings
+            return cls(scorer, float(extra.get("mix", 1.0)), k, file_revision(path))
+        banks = {"t2i": tensors.get("bank.texts"), "i2t": tensors.get("bank.images")}
+        priors = {
+            d: QueryBankPrior(banks[d], extra[d]["beta"], extra[d]["alpha"])
+            for d in ("t2i", "i2t")
+            if banks[d] is not None and extra[d].get("alpha")
+        }
+        mix = {d: float(extra[d]["mix"]) for d in ("t2i", "i2t")}
+        return cls(scorer, mix, k, file_revision(path), priors)
+
+    def prior(self, direction: str, vectors: np.ndarray) -> np.ndarray:
+        """What to subtract from the candidates' bi-encoder scores (zeros without a bank)."""
+        p = self.priors.get(direction)
+        return p.prior(vectors) if p is not None else np.zeros(len(vectors), dtype=np.float32)
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -74,11 +97,14 @@ def default_weights(model_id: str) -> Path:
     return WEIGHTS_DIR / f"{model_id}-fusion.safetensors"
 
 
-def load_reranker(model_id: str, name: str | None) -> FusionReranker | None:
+def load_reranker(
+    model_id: str, name: str | None, device: str = "cpu"
+) -> FusionReranker | BlipReranker | None:
     """The re-ranker asked for.
 
-    ``None`` or ``"fusion"``: the model's shipped scorer, when it has one; ``"none"``; or the path
-    of a fusion weights file (e.g. one fine-tuned on your own captions).
+    ``None`` or ``"fusion"``: the model's shipped scorer, when it has one; ``"none"``; the path
+    of a fusion weights file (e.g. one fine-tuned on your own captions); ``"blip"`` (the default
+    BLIP ITM checkpoint), ``"blip:NAME"`` or the folder of a BLIP checkpoint.
     """
     if name == "none":
         return None
@@ -89,7 +115,18 @@ def load_reranker(model_id: str, name: str | None) -> FusionReranker | None:
         if name == "fusion":
             raise ConfigError(f"model '{model_id}' has no fusion scorer; use --no-rerank")
         return None
+    if name == "blip" or name.startswith("blip:"):
+        from vtsearch.search.blip import DEFAULT_BLIP, BlipReranker
+
+        return BlipReranker(name[5:] or DEFAULT_BLIP, device)
     path = Path(name).expanduser()
+    if path.is_dir():
+        from vtsearch.search.blip import BlipReranker
+
+        return BlipReranker(str(path), device)
     if not path.is_file():
-        raise ConfigError(f"re-ranker '{name}' is neither 'fusion', 'none' nor a weights file")
+        raise ConfigError(
+            f"re-ranker '{name}' is neither 'fusion', 'none', 'blip[:NAME]', a BLIP folder nor "
+            "a fusion weights file"
+        )
     return FusionReranker.load(path)

@@ -30,9 +30,12 @@ def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -
     ]
 
 
-def apply_rerank(results: list, fusion: np.ndarray, mix: float, k: int) -> list:
-    """Final score = bi-encoder score + ``mix`` x fusion logit; the best ``k`` by it."""
-    for r, f in zip(results, fusion, strict=True):
+def apply_rerank(
+    results: list, fusion: np.ndarray, mix: float, k: int, prior: np.ndarray | None = None
+) -> list:
+    """Final score = bi-encoder score - ``prior`` + ``mix`` x fusion logit; the best ``k`` by it."""
+    prior = np.zeros(len(results)) if prior is None else prior
+    for r, f, p in zip(results, fusion, prior, strict=True):
         r.rerank_score = float(f)
-        r.score = float(r.bi_score) + mix * float(f)
+        r.score = float(r.bi_score) - float(p) + mix * float(f)
     return sorted(results, key=lambda r: -r.score)[:k]

@@ -61,3 +61,38 @@ def save_tiny_clip(folder: Path, kind: str = "clip", seed: int = 0) -> Path:
     tok.save_pretrained(folder)
     proc.save_pretrained(folder)
     return folder
+
+
+def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny ``BlipForImageTextRetrieval`` (ITM head) with tokenizer and image processor."""
+    from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor
+
+    torch.manual_seed(seed)
+    tok = _tokenizer()
+    text = dict(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        encoder_hidden_size=32,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+    )
+    vision = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+    config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
+    model = BlipForImageTextRetrieval(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from vtsearch.check import CheckReport
     from vtsearch.indexer.pipeline import IndexReport
     from vtsearch.models.base import Embedder
+    from vtsearch.search.blip import BlipReranker
     from vtsearch.search.rerank import FusionReranker
     from vtsearch.search.results import Result, TextResult
     from vtsearch.storage.catalog import Catalog
@@ -81,7 +82,7 @@ class Engine:
         self._tindex: VectorIndex | None = None
         self._reranker_name = reranker
         self._model_checked = False
-        self._reranker: FusionReranker | bool | None = False  # False: not loaded yet
+        self._reranker: FusionReranker | BlipReranker | bool | None = False  # False: not loaded
 
     # -- lazily opened parts ------------------------------------------------------------------
     def _open_catalog(self, create: bool) -> Catalog:
@@ -194,9 +195,11 @@ class Engine:
 
             if catalog.get_meta("index_kind") is None:
                 catalog.set_meta("index_kind", vindex.kind)
+            from vtsearch.search.rerank import FusionReranker
+
             reranker = self._load_reranker()
             sink = None
-            if reranker is not None:
+            if isinstance(reranker, FusionReranker):  # others read pixels, not cached tokens
                 from vtsearch.indexer.pipeline import TokenSink
                 from vtsearch.storage.tokens import TokenCache
 
@@ -232,7 +235,8 @@ class Engine:
         Text may carry weighted terms (``"a beach - people + sunset^0.5"``, see ``parse_query``).
         With a text and a fusion scorer, the bi-encoder's top ``rerank_k`` are re-ranked by it.
         """
-        from vtsearch.search.query import encode_query
+        from vtsearch.search.blip import BlipReranker
+        from vtsearch.search.query import encode_query, try_read_image
         from vtsearch.search.retrieve import apply_rerank, retrieve
 
         self._check_k(k)
@@ -243,19 +247,29 @@ class Engine:
         hits = retrieve(q.vector, self._vectors(catalog, embedder.dim), catalog, depth)
         if reranker is None or not hits:
             return hits[:k]
-        regions = self._region_tokens(reranker, embedder, [h.id for h in hits])
-        return apply_rerank(hits, reranker.score_images(q.text, regions), reranker.mix, k)
+        ids = [h.id for h in hits]
+        if isinstance(reranker, BlipReranker):
+            images = [try_read_image(h.path) for h in hits]
+            return apply_rerank(hits, reranker.score_images(q.main_text, images), 1.0, k)
+        regions = self._region_tokens(reranker, embedder, ids)
+        rows = catalog.rows(ids)
+        vectors = np.stack([np.frombuffer(rows[i].vector, dtype=np.float32) for i in ids])
+        fusion = reranker.score_images(q.text, regions)
+        prior = reranker.prior("t2i", vectors)
+        return apply_rerank(hits, fusion, reranker.mix["t2i"], k, prior)
 
     @staticmethod
     def _check_k(k: int) -> None:
         if k < 1:
             raise QueryError(f"k must be at least 1, not {k}")
 
-    def _load_reranker(self) -> FusionReranker | None:
+    def _load_reranker(self) -> FusionReranker | BlipReranker | None:
         if self._reranker is False:
+            from vtsearch.models.registry import resolve_device
             from vtsearch.search.rerank import load_reranker
 
-            self._reranker = load_reranker(self.model_id, self._reranker_name)
+            device = str(resolve_device(self._device))
+            self._reranker = load_reranker(self.model_id, self._reranker_name, device)
         return self._reranker  # type: ignore[return-value]
 
     def _region_tokens(
@@ -323,7 +337,8 @@ class Engine:
 
         With a query image and a fusion scorer, the top ``rerank_k`` texts are re-ranked by it.
         """
-        from vtsearch.search.query import encode_query
+        from vtsearch.search.blip import BlipReranker
+        from vtsearch.search.query import encode_query, read_image
         from vtsearch.search.results import TextResult
         from vtsearch.search.retrieve import apply_rerank
 
@@ -344,9 +359,14 @@ class Engine:
         ]
         if reranker is None or not hits:
             return hits[:k]
+        if isinstance(reranker, BlipReranker):
+            fusion = reranker.score_texts(read_image(image), [h.text for h in hits])
+            return apply_rerank(hits, fusion, 1.0, k)
         states = embedder.encode_texts([h.text for h in hits])
         regions = reranker.reduce(q.image_tokens)
-        return apply_rerank(hits, reranker.score_texts(regions, states), reranker.mix, k)
+        fusion = reranker.score_texts(regions, states)
+        prior = reranker.prior("i2t", states.vectors.float().cpu().numpy())
+        return apply_rerank(hits, fusion, reranker.mix["i2t"], k, prior)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Verify that the catalog, the FAISS index and the token cache agree.

@@ -424,49 +424,104 @@ def train_biencoder_cmd(
 
 
 @train.command("fusion")
-@_flickr_option
+@click.option(
+    "--flickr",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Flickr8k folder: train the shipped scorer from scratch (train split, dev selection).",
+)
+@click.option(
+    "--captions",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Your image<TAB>caption file: fine-tune the scorer on your own pictures.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Folder the --captions image names are relative to (default: the file's folder).",
+)
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Scorer to fine-tune (default: the shipped one).",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Weights file (default: the package's vtsearch-lite-fusion.safetensors).",
+    help="Weights file (default with --flickr: the package's vtsearch-lite-fusion.safetensors).",
 )
 @_cache_option
-@click.option("--epochs", default=6, show_default=True)
-@click.option("--folds", default=5, show_default=True, help="Cross-fitting folds for candidates.")
+@click.option("--epochs", default=None, type=int, help="Epochs (default: 4).")
+@click.option("--folds", default=5, show_default=True, help="Cross-fitting folds (--flickr).")
 @click.option("--seed", default=0, show_default=True)
+@click.pass_context
 def train_fusion_cmd(
-    flickr: Path, out: Path | None, cache: Path | None, epochs: int, folds: int, seed: int
+    ctx: click.Context,
+    flickr: Path | None,
+    captions: Path | None,
+    images: Path | None,
+    base: Path | None,
+    out: Path | None,
+    cache: Path | None,
+    epochs: int | None,
+    folds: int,
+    seed: int,
 ) -> None:
-    """Train the cross-attention fusion re-ranker of vtsearch-lite (train split, dev selection).
+    """Train the cross-attention fusion re-ranker (--flickr), or fine-tune it on your own
+    captioned pictures (--captions); then use it with --reranker FILE.
 
     \b
     Example:
       vtsearch train fusion --flickr ../shared/data/flickr8k --out /tmp/fusion.safetensors
+      vtsearch train fusion --captions my/captions.tsv --out my-fusion.safetensors
+      vtsearch --reranker my-fusion.safetensors query "grandma's red bicycle"
     """
-    from vtsearch.models.train_fusion import train_fusion
     from vtsearch.search.rerank import default_weights
 
-    out = out or default_weights("vtsearch-lite")
-    metrics = train_fusion(
-        flickr,
-        out,
-        cache_dir=cache,
-        seed=seed,
-        folds=folds,
-        epochs=epochs,
-        log=lambda m: click.echo(m, err=True),
-    )
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if (flickr is None) == (captions is None):
+        raise click.UsageError("give either --flickr (train) or --captions (fine-tune)")
+    if flickr is not None:
+        from vtsearch.models.train_fusion import train_fusion
+
+        out = out or default_weights("vtsearch-lite")
+        metrics = train_fusion(
+            flickr, out, cache_dir=cache, seed=seed, folds=folds, epochs=epochs or 4, log=log
+        )
+    else:
+        from vtsearch.models.finetune_fusion import finetune_fusion
+        from vtsearch.models.registry import load_embedder
+        from vtsearch.search.evaluate import read_captions
+
+        if out is None:
+            raise click.UsageError("--out is needed with --captions (the shipped file stays)")
+        base = base or default_weights("vtsearch-lite")
+        obj = ctx.find_root().obj or {}
+        embedder = load_embedder(obj.get("model") or "vtsearch-lite", obj.get("device"))
+        metrics = finetune_fusion(
+            read_captions(captions, None),
+            images or captions.parent,
+            out,
+            embedder=embedder,
+            base=base,
+            epochs=epochs or 4,
+            seed=seed,
+            log=log,
+        )
     click.echo(json.dumps(metrics, indent=2, default=str))
 
 
 from vtsearch.commands_optimize import optimize as _optimize  # noqa: E402
 
 main.add_command(_optimize)
-
 from vtsearch.commands_check import check as _check  # noqa: E402
 
 main.add_command(_check)
+
 
 if __name__ == "__main__":
     main()

@@ -8,8 +8,11 @@ import torch
 from conftest import SAMPLES
 
 from vtsearch import Engine
+from vtsearch.errors import ModelNotFoundError
 from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
+from vtsearch.models.prior import QueryBankPrior
 from vtsearch.models.registry import load_embedder
+from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.tokens import TokenCache
 
 
@@ -107,3 +110,59 @@ def test_evaluate_reports_rerank_gain_with_an_interval(tmp_path, photos, lite, s
     lo, hi = t2i.r1_gain_ci
     assert lo <= t2i.rerank["R@1"] - t2i.bi["R@1"] <= hi
     assert t2i.ms_per_query_rerank > 0 and rep.image_to_text.rerank is not None
+
+
+def test_query_bank_prior_is_subtracted_per_direction(tmp_path, photos, lite):
+    torch.manual_seed(1)
+    scorer = FusionScorer(FusionConfig(d=64, heads=2, layers=1))
+    scorer.reducer.fit(torch.randn(600, 1280))
+    # Banks of real sample vectors, so the priors differ visibly between candidates.
+    caps = [ln.split("\t")[1] for ln in (SAMPLES / "captions.txt").read_text().splitlines()]
+    text_bank = lite.encode_texts(caps).vectors.float()
+    path = tmp_path / "fusion.safetensors"
+    settings = {"mix": 0.05, "alpha": 0.8, "beta": 20.0}
+    save_fusion(
+        scorer,
+        path,
+        extra={"rerank_k": 10, "t2i": settings, "i2t": settings},
+        tensors={"bank.texts": text_bank, "bank.images": text_bank},
+    )
+    eng = Engine(tmp_path / "coll", embedder=lite, reranker=str(path))
+    eng.index(photos, workers=0)
+    hits = eng.search(text="a cat", k=10)
+    rows = Catalog.open(tmp_path / "coll").rows(h.id for h in hits)
+    vecs = np.stack([np.frombuffer(rows[h.id].vector, dtype=np.float32) for h in hits])
+    prior = QueryBankPrior(text_bank.half().float(), 20.0, 0.8).prior(vecs)
+    assert np.ptp(prior) > 1e-3
+    for h, p in zip(hits, prior, strict=True):
+        assert h.score == pytest.approx(h.bi_score - float(p) + 0.05 * h.rerank_score, abs=1e-5)
+
+
+def test_blip_itm_reranker_from_a_local_folder(tmp_path, photos, lite):
+    from PIL import Image
+    from tiny_models import save_tiny_blip
+
+    from vtsearch.search.blip import BlipReranker
+
+    folder = save_tiny_blip(tmp_path / "blip")
+    eng = Engine(tmp_path / "coll", embedder=lite, reranker=str(folder))
+    eng.index(photos, workers=0)
+    assert TokenCache.open_existing(tmp_path / "coll") is None  # BLIP reads pixels, not tokens
+    hits = eng.search(text="a cat", k=4, rerank_k=6)
+    direct = BlipReranker(str(folder))
+    for h in hits:
+        logp = direct.score_images("a cat", [Image.open(h.path).convert("RGB")])[0]
+        assert h.rerank_score == pytest.approx(float(logp), abs=1e-4)
+        assert h.score == pytest.approx(h.bi_score + h.rerank_score, abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    eng.add_texts(["a cat", "a cup of coffee", "a rocket"])
+    texts = eng.search_texts(image=photos / "coffee_cup.jpg", k=3)
+    assert all(t.rerank_score is not None and t.rerank_score <= 0 for t in texts)
+
+
+def test_blip_hub_name_without_network_fails_with_the_fix(monkeypatch):
+    from vtsearch.search.rerank import load_reranker
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="--reranker DIR"):
+        load_reranker("vtsearch-lite", "blip:Salesforce/blip-itm-base-coco")

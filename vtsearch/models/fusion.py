@@ -169,17 +169,25 @@ class FusionScorer(nn.Module):
         return self.forward(text_states, text_mask, regions)
 
 
-def save_fusion(scorer: FusionScorer, path: Path | str, extra: dict | None = None) -> None:
-    """fp16 safetensors with the config (and e.g. the score mixing weight) in the metadata."""
+def save_fusion(
+    scorer: FusionScorer,
+    path: Path | str,
+    extra: dict | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """fp16 safetensors with the config and settings (``extra``) in the metadata; ``tensors`` are
+    stored beside the scorer's own (e.g. the query banks, under ``bank.``)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in scorer.state_dict().items()}
+    state = {**scorer.state_dict(), **(tensors or {})}
+    out = {k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}
     meta = {"config": scorer.config.to_json(), "extra": json.dumps(extra or {})}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    save_file(out, str(path), metadata=meta)
 
 
-def load_fusion(path: Path | str) -> tuple[FusionScorer, dict]:
+def load_fusion(path: Path | str) -> tuple[FusionScorer, dict, dict[str, torch.Tensor]]:
+    """The scorer, its settings, and the other tensors stored with it."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -189,5 +197,7 @@ def load_fusion(path: Path | str) -> tuple[FusionScorer, dict]:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
     scorer = FusionScorer(FusionConfig.from_json(meta.get("config", "{}")))
-    scorer.load_state_dict(state)
-    return scorer.eval(), json.loads(meta.get("extra", "{}"))
+    own = set(scorer.state_dict())
+    scorer.load_state_dict({k: v for k, v in state.items() if k in own})
+    others = {k: v for k, v in state.items() if k not in own}
+    return scorer.eval(), json.loads(meta.get("extra", "{}")), others

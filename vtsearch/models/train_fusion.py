@@ -1,197 +1,342 @@
-"""Train the cross-attention fusion scorer on Flickr8k (train split; choices on dev).
+"""Train the cross-attention fusion scorer (Flickr8k train split, choices on dev; or fine-tune on a
+user's own captioned images).
 
-Recipe (see the issue notes for why): the scorer is trained as a residual on top of the bi-encoder,
-listwise over the bi-encoder's top ``K`` candidates of each caption: ``logits = s * bi + g(text,
-image)`` with ``g`` initialised to zero, cross-entropy to the true image. The candidate lists of
-training captions come from bi-encoders that never saw those captions (k-fold cross-fitting), so
-the lists and scores the scorer learns from look like the ones it meets at query time.
+Recipe (see the issue notes for why): the scorer is a residual on top of the bi-encoder, trained
+listwise over the bi-encoder's top ``K`` candidates in both directions:
+
+    logits = s * (bi - a * prior(candidate)) + g(text, image)
+
+``g`` starts at exactly zero, ``prior`` is the query-bank prior (:mod:`vtsearch.models.prior`),
+``s`` and ``a`` are learned per direction, and the loss is cross-entropy to the right
+candidate(s). The lists and priors of training items come from bi-encoders that never saw them
+(k-fold cross-fitting), so they look like the ones the scorer meets at query time.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
+from vtsearch.models.prior import QueryBankPrior
+
+DIRECTIONS = ("t2i", "i2t")
+#: Query-bank size and sharpness, chosen on dev with the shipped bi-encoder (bench notes in the
+#: model card): 4,096 training queries, beta 20.
+BANK_SIZE = 4096
+BETA = 20.0
+INIT_ALPHA = 0.75
+Log = Callable[[str], None]
 
 
 @dataclass
 class FusionData:
-    """Everything a training or evaluation pass reads, indexed by image and caption position."""
+    """Everything a training or evaluation pass reads, indexed by image and caption row."""
 
-    regions: np.ndarray  # [I, 49, region_dim] float32 (reduced)
+    regions: np.ndarray  # [I, N, region_dim] float32 (reduced)
     states: np.ndarray  # [C, T, 384] float16 (memory-mapped)
     lens: np.ndarray  # [C]
-    caption_image: np.ndarray  # [C] image index of each caption
+    caption_image: np.ndarray  # [C] image row of each caption
 
 
 @dataclass
-class Candidates:
-    """Per caption: the bi-encoder's top-K image indices and their similarities."""
+class Lists:
+    """One ranked candidate list per query: for text->image the queries are caption rows and the
+    candidates image rows; for image->text the other way round."""
 
-    ids: np.ndarray  # [C, K]
-    scores: np.ndarray  # [C, K]
-
-
-def top_candidates(
-    text_vecs: torch.Tensor, image_vecs: torch.Tensor, image_index: np.ndarray, k: int
-) -> Candidates:
-    """Top-``k`` images of ``image_vecs`` (positions ``image_index``) for every text vector."""
-    sims = text_vecs.float() @ image_vecs.float().T
-    scores, idx = sims.topk(min(k, sims.shape[1]), dim=1)
-    return Candidates(image_index[idx.numpy()], scores.numpy())
+    queries: np.ndarray  # [Q]
+    ids: np.ndarray  # [Q, K]
+    bi: np.ndarray  # [Q, K] bi-encoder similarity
+    prior: np.ndarray  # [Q, K] raw query-bank prior of each candidate
+    positive: np.ndarray  # [Q, K] bool
 
 
-def _batch(
-    data: FusionData, cand: Candidates, rows: np.ndarray, force_positive: bool
+def make_lists(
+    direction: str,
+    queries: np.ndarray,
+    ids: np.ndarray,
+    bi: np.ndarray,
+    candidate_prior: np.ndarray,
+    caption_image: np.ndarray,
+    k: int,
+    ensure_positive: bool = False,
+) -> Lists:
+    """The first ``k`` of longer top lists ``ids``/``bi`` ``[Q, K0]``.
+
+    With ``ensure_positive`` (training), a right candidate found beyond ``k`` takes the last slot
+    with its real score, and queries with no right candidate in the long list are dropped: neither
+    can be learned from, nor fixed at query time.
+    """
+    if direction == "t2i":
+        pos = ids == caption_image[queries][:, None]
+    else:
+        pos = caption_image[ids] == queries[:, None]
+    ids, bi, pos = ids.copy(), bi.copy(), pos.copy()
+    if ensure_positive:
+        keep = pos.any(1)
+        late = keep & ~pos[:, :k].any(1)
+        for r in np.flatnonzero(late):
+            j = int(np.flatnonzero(pos[r])[0])
+            ids[r, k - 1], bi[r, k - 1], pos[r, k - 1] = ids[r, j], bi[r, j], True
+        queries, ids, bi, pos = queries[keep], ids[keep], bi[keep], pos[keep]
+    ids, bi, pos = ids[:, :k], bi[:, :k], pos[:, :k]
+    return Lists(queries, ids, bi.astype(np.float32), candidate_prior[ids], pos)
+
+
+def top_lists(
+    direction: str,
+    query_vecs: torch.Tensor,
+    cand_vecs: torch.Tensor,
+    queries: np.ndarray,
+    cand_rows: np.ndarray,
+    candidate_prior: np.ndarray,
+    caption_image: np.ndarray,
+    k: int,
+    ensure_positive: bool = False,
+    depth: int = 50,
+) -> Lists:
+    """Lists from vectors: each query's top ``depth`` candidates by similarity, cut to ``k``."""
+    sims = query_vecs.float() @ cand_vecs.float().T
+    sc, ix = sims.topk(min(depth, sims.shape[1]), dim=1)
+    return make_lists(
+        direction,
+        queries,
+        cand_rows[ix.numpy()],
+        sc.numpy(),
+        candidate_prior,
+        caption_image,
+        k,
+        ensure_positive,
+    )
+
+
+class Mixer(torch.nn.Module):
+    """Learned per direction: scale ``s`` of the bi-encoder score, weight ``a`` of the prior."""
+
+    def __init__(self, init_scale: float = 30.0, init_alpha: float = INIT_ALPHA) -> None:
+        super().__init__()
+        self.log_scale = torch.nn.ParameterDict(
+            {d: torch.nn.Parameter(torch.tensor(math.log(init_scale))) for d in DIRECTIONS}
+        )
+        self.alpha = torch.nn.ParameterDict(
+            {d: torch.nn.Parameter(torch.tensor(float(init_alpha))) for d in DIRECTIONS}
+        )
+
+    def base(self, direction: str, bi: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        return self.log_scale[direction].exp() * (bi - self.alpha[direction] * prior)
+
+    def settings(self) -> dict[str, dict[str, float]]:
+        """What inference needs: final score = bi - alpha * prior + mix * g (bi-encoder units)."""
+        return {
+            d: {
+                "mix": float(torch.exp(-self.log_scale[d].detach())),
+                "alpha": float(self.alpha[d].detach()),
+            }
+            for d in DIRECTIONS
+        }
+
+
+def _pairs(
+    data: FusionData, lists: Lists, rows: np.ndarray, direction: str
 ) -> tuple[torch.Tensor, ...]:
-    ids = cand.ids[rows].copy()
-    scores = cand.scores[rows].copy()
-    target = np.full(len(rows), -1)
-    for j, r in enumerate(rows):
-        hit = np.flatnonzero(ids[j] == data.caption_image[r])
-        if len(hit):
-            target[j] = hit[0]
-        elif force_positive:
-            # The true image must be in the list to learn from it; it takes the last slot with the
-            # lowest score in the list, a conservative stand-in for its unseen bi-encoder score.
-            ids[j, -1], target[j] = data.caption_image[r], ids.shape[1] - 1
-    t = int(data.lens[rows].max())
-    states = torch.from_numpy(np.asarray(data.states[rows, :t], dtype=np.float32))
-    mask = torch.arange(t)[None, :] < torch.from_numpy(data.lens[rows].astype(np.int64))[:, None]
-    regions = torch.from_numpy(data.regions[ids])  # [B, K, N, C]
-    return states, mask, regions, torch.from_numpy(scores), torch.from_numpy(target)
+    ids, q = lists.ids[rows], lists.queries[rows]
+    k = ids.shape[1]
+    if direction == "t2i":
+        text_rows, image_rows = np.repeat(q, k), ids.reshape(-1)
+    else:
+        text_rows, image_rows = ids.reshape(-1), np.repeat(q, k)
+    lens = data.lens[text_rows].astype(np.int64)
+    t = int(lens.max())
+    states = torch.from_numpy(np.asarray(data.states[text_rows, :t], dtype=np.float32))
+    mask = torch.arange(t)[None, :] < torch.from_numpy(lens)[:, None]
+    regions = torch.from_numpy(data.regions[image_rows])
+    return (
+        states,
+        mask,
+        regions,
+        torch.from_numpy(lists.bi[rows]),
+        torch.from_numpy(lists.prior[rows]),
+        torch.from_numpy(lists.positive[rows]),
+    )
 
 
-def _pair_logits(
-    scorer: FusionScorer, states: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor
-) -> torch.Tensor:
-    b, k = regions.shape[:2]
-    st = states[:, None].expand(b, k, *states.shape[1:]).reshape(b * k, *states.shape[1:])
-    mk = mask[:, None].expand(b, k, mask.shape[1]).reshape(b * k, -1)
-    return scorer(st, mk, regions.reshape(b * k, *regions.shape[2:])).view(b, k)
+def _logits(
+    scorer: FusionScorer, mixer: Mixer, data: FusionData, lists: Lists, rows, direction: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    states, mask, regions, bi, prior, pos = _pairs(data, lists, rows, direction)
+    g = scorer(states, mask, regions).view(bi.shape)
+    return mixer.base(direction, bi, prior) + g, bi, prior, pos
+
+
+def _first_hit_rank(scores: torch.Tensor, pos: torch.Tensor) -> np.ndarray:
+    """1-based rank of the best-placed right candidate per list; a huge number when none."""
+    order = scores.argsort(dim=1, descending=True)
+    hit = pos.gather(1, order)
+    first = hit.float().argmax(1) + 1
+    return np.where(hit.any(1).numpy(), first.numpy(), 10**6)
 
 
 @torch.no_grad()
-def rerank_recall(
+def list_recall(
     scorer: FusionScorer,
-    scale: float,
+    mixer: Mixer,
     data: FusionData,
-    cand: Candidates,
-    rows: np.ndarray,
+    lists: Lists,
+    direction: str,
     batch: int = 64,
 ) -> dict[str, float]:
-    """Text->image R@1/5/10 among the candidates, bi-encoder alone and re-ranked.
-
-    A caption whose image is not among its candidates counts as a miss for both.
-    """
+    """R@1/5/10 within the lists for the bi-encoder alone (``bi``), with the prior (``prior``) and
+    re-ranked (``rerank``). A query whose right answer is not in its list is a miss for all."""
     scorer.eval()
-    ranks_bi, ranks_rr = [], []
-    for i in range(0, len(rows), batch):
-        r = rows[i : i + batch]
-        states, mask, regions, bi, target = _batch(data, cand, r, force_positive=False)
-        g = _pair_logits(scorer, states, mask, regions)
-        final = scale * bi + g
-        for j in range(len(r)):
-            if target[j] < 0:
-                ranks_bi.append(10**6)
-                ranks_rr.append(10**6)
-                continue
-            ranks_bi.append(int((bi[j] > bi[j, target[j]]).sum()) + 1)
-            ranks_rr.append(int((final[j] > final[j, target[j]]).sum()) + 1)
+    ranks: dict[str, list[np.ndarray]] = {"bi": [], "prior": [], "rerank": []}
+    for i in range(0, len(lists.queries), batch):
+        rows = np.arange(i, min(i + batch, len(lists.queries)))
+        final, bi, prior, pos = _logits(scorer, mixer, data, lists, rows, direction)
+        ranks["bi"].append(_first_hit_rank(bi, pos))
+        ranks["prior"].append(_first_hit_rank(mixer.base(direction, bi, prior), pos))
+        ranks["rerank"].append(_first_hit_rank(final, pos))
     out = {}
-    for name, ranks in (("bi", np.array(ranks_bi)), ("rerank", np.array(ranks_rr))):
+    for name, parts in ranks.items():
+        r = np.concatenate(parts)
         for k in (1, 5, 10):
-            out[f"{name}_r{k}"] = float((ranks <= k).mean() * 100)
+            out[f"{name}_r{k}"] = float((r <= k).mean() * 100)
     return out
 
 
-def _epoch_rows(
-    rng: np.random.Generator, rows: np.ndarray, caption_image: np.ndarray
-) -> np.ndarray:
-    """One random caption of each image, in random order: an epoch sees every image once, and
-    the captions of an image rotate over epochs."""
-    images = caption_image[rows]
-    order = rng.permutation(len(rows))
-    _, first = np.unique(images[order], return_index=True)
-    return rng.permutation(rows[order[first]])
+def _epoch_rows(rng: np.random.Generator, queries: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Positions of one random query per distinct ``key[queries]`` value, in random order: for
+    text->image an epoch sees every image once, with its captions rotating over epochs."""
+    order = rng.permutation(len(queries))
+    _, first = np.unique(key[queries][order], return_index=True)
+    return rng.permutation(order[first])
 
 
 def train_scorer(
     data: FusionData,
-    train_cand: Candidates,
-    train_rows: np.ndarray,
-    dev_cand: Candidates,
-    dev_rows: np.ndarray,
+    train: dict[str, Lists],
+    dev: dict[str, Lists],
     *,
     config: FusionConfig,
     reducer_state: dict[str, torch.Tensor],
+    init_state: dict[str, torch.Tensor] | None = None,
     seed: int = 0,
-    epochs: int = 6,
+    epochs: int = 4,
     batch_size: int = 32,
     lr: float = 3e-4,
     init_scale: float = 30.0,
-    log: callable | None = None,
-    checkpoint: callable | None = None,
-) -> tuple[FusionScorer, float, dict[str, float]]:
-    """Listwise residual training; keeps the epoch with the best dev re-ranked R@1.
-
-    Returns the scorer, the bi-encoder scale ``s`` (inference mixes ``bi + g / s``) and dev metrics.
-    """
+    init_alpha: float = INIT_ALPHA,
+    select_last: bool = False,
+    log: Log | None = None,
+    checkpoint: Callable[[FusionScorer, Mixer, dict], None] | None = None,
+) -> tuple[FusionScorer, Mixer, dict[str, float]]:
+    """Listwise residual training over both directions' lists; keeps the epoch with the best
+    dev re-ranked R@1 (text->image plus image->text), or the last with ``select_last``.
+    ``init_state`` fine-tunes a trained scorer."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     scorer = FusionScorer(config)
+    if init_state is not None:
+        scorer.load_state_dict(init_state)
+    else:
+        # g starts at exactly zero: training begins from the bi-encoder's own ranking.
+        torch.nn.init.zeros_(scorer.head[-1].weight)
+        torch.nn.init.zeros_(scorer.head[-1].bias)
     scorer.reducer.load_state_dict(reducer_state)
-    # g starts at exactly zero: training begins from the bi-encoder's own ranking.
-    torch.nn.init.zeros_(scorer.head[-1].weight)
-    torch.nn.init.zeros_(scorer.head[-1].bias)
-    log_scale = torch.nn.Parameter(torch.tensor(float(np.log(init_scale))))
+    mixer = Mixer(init_scale, init_alpha)
     params = [p for n, p in scorer.named_parameters() if not n.startswith("reducer.")]
-    opt = torch.optim.AdamW([*params, log_scale], lr=lr, weight_decay=0.01)
-    steps = epochs * (len(np.unique(data.caption_image[train_rows])) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
-    best: tuple[float, dict, float, dict] | None = None
+    opt = torch.optim.AdamW(
+        [{"params": params}, {"params": mixer.parameters(), "weight_decay": 0.0}],
+        lr=lr,
+        weight_decay=0.01,
+    )
+    keys = {"t2i": data.caption_image, "i2t": np.arange(len(data.regions))}
+    per_epoch = sum(
+        len(np.unique(keys[d][train[d].queries])) // batch_size for d in train if d in DIRECTIONS
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=max(epochs * per_epoch, 1)
+    )
+
+    def select(metrics: dict[str, dict[str, float]]) -> float:
+        return sum(m["rerank_r1"] for m in metrics.values())
+
+    best: tuple[float, dict, dict, dict] | None = None
     for epoch in range(epochs):
         scorer.train()
-        order = _epoch_rows(rng, train_rows, data.caption_image)
-        t0, total = time.time(), 0.0
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            states, mask, regions, bi, target = _batch(
-                data, train_cand, order[i : i + batch_size], force_positive=True
-            )
-            logits = log_scale.exp() * bi + _pair_logits(scorer, states, mask, regions)
-            loss = F.cross_entropy(logits, target)
+        t0, total, steps = time.time(), 0.0, 0
+        batches = [
+            (d, rows[i : i + batch_size])
+            for d in train
+            for rows in [_epoch_rows(rng, train[d].queries, keys[d])]
+            for i in range(0, len(rows) - batch_size + 1, batch_size)
+        ]
+        for j in rng.permutation(len(batches)):
+            direction, rows = batches[j]
+            logits, _, _, pos = _logits(scorer, mixer, data, train[direction], rows, direction)
+            # Several right candidates (the five captions of an image) share the probability.
+            loss = (
+                torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~pos, -1e9), 1)
+            ).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach())
-        scale = float(log_scale.detach().exp())
-        metrics = rerank_recall(scorer, scale, data, dev_cand, dev_rows)
+            total, steps = total + float(loss.detach()), steps + 1
+            if steps >= epochs * per_epoch:
+                break
+        metrics = {d: list_recall(scorer, mixer, data, dev[d], d) for d in dev}
         if log:
             log(
-                f"epoch {epoch}: loss {total / max(len(order) // batch_size, 1):.4f} "
-                f"scale {scale:.1f} dev {metrics} ({time.time() - t0:.0f} s)"
+                f"epoch {epoch}: loss {total / max(steps, 1):.4f} {mixer.settings()} "
+                f"dev {_brief(metrics)} ({time.time() - t0:.0f} s)"
             )
-        if best is None or metrics["rerank_r1"] > best[0]:
-            state = {k: v.detach().clone() for k, v in scorer.state_dict().items()}
-            best = (metrics["rerank_r1"], state, scale, metrics)
+        if best is None or select_last or select(metrics) > best[0]:
+            best = (
+                select(metrics),
+                {k: v.detach().clone() for k, v in scorer.state_dict().items()},
+                {k: v.detach().clone() for k, v in mixer.state_dict().items()},
+                metrics,
+            )
             if checkpoint is not None:
                 # A long run that is stopped still leaves its best epoch behind.
-                checkpoint(scorer, scale, metrics)
+                checkpoint(scorer, mixer, metrics)
     assert best is not None
     scorer.load_state_dict(best[1])
-    return scorer.eval(), best[2], best[3]
+    mixer.load_state_dict(best[2])
+    flat = {f"{d}_{k}": v for d, m in best[3].items() for k, v in m.items()}
+    return scorer.eval(), mixer, flat
 
 
-def save_trained(scorer: FusionScorer, scale: float, rerank_k: int, path: Path) -> None:
-    save_fusion(scorer, path, extra={"mix": 1.0 / scale, "rerank_k": rerank_k})
+def _brief(metrics: dict[str, dict[str, float]]) -> str:
+    return " ".join(
+        f"{d} bi {m['bi_r1']:.2f} prior {m['prior_r1']:.2f} rerank {m['rerank_r1']:.2f}"
+        for d, m in metrics.items()
+    )
+
+
+def save_trained(
+    scorer: FusionScorer,
+    mixer: Mixer,
+    rerank_k: int,
+    path: Path,
+    banks: dict[str, torch.Tensor] | None = None,
+    beta: float = BETA,
+) -> None:
+    """Weights, per-direction mixing and prior settings, and the query banks, in one file."""
+    settings = mixer.settings()
+    for d in settings:
+        settings[d]["beta"] = beta
+    save_fusion(scorer, path, extra={"rerank_k": rerank_k, **settings}, tensors=banks)
+
+
+# --- Flickr8k: cached features, cross-fitted lists ---
 
 
 def _caption_rows(cache: Path, names: list[str]) -> np.ndarray:
@@ -202,17 +347,23 @@ def _caption_rows(cache: Path, names: list[str]) -> np.ndarray:
     return np.array([r for n in names for r in rows[n][:5]], dtype=np.int64)
 
 
-def cross_fit_candidates(
+def _bank_rows(n: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, min(BANK_SIZE, n), replace=False))
+
+
+def cross_fit(
     train: dict[str, torch.Tensor],
     dev: dict[str, torch.Tensor],
     *,
     folds: int,
-    k: int,
     seed: int,
-    log: callable | None = None,
-) -> Candidates:
-    """Candidates of every train caption from a bi-encoder trained without that caption's fold,
-    searched among the fold's own images (a pool of about the size of a test collection)."""
+    depth: int = 50,
+    betas: tuple[float, ...] = (10.0, 20.0, 40.0),
+    log: Log | None = None,
+) -> dict[str, np.ndarray]:
+    """Top-``depth`` lists (both directions) and query-bank priors of every train item, each from
+    a bi-encoder trained without that item's fold, searched among the fold's own items (a pool of
+    about the size of a test collection); the banks come from the other folds."""
     from vtsearch.models.lite import load_heads
     from vtsearch.models.train_biencoder import build_heads, train_biencoder
 
@@ -222,11 +373,18 @@ def cross_fit_candidates(
     recipe = {k: defaults[k].default for k in ("label_smoothing", "mean_caption") if k in defaults}
     n = train["pooled"].shape[0]
     fold_of = np.random.default_rng(seed).permutation(n) % folds
-    ids = np.zeros((5 * n, k), dtype=np.int64)
-    scores = np.zeros((5 * n, k), dtype=np.float32)
+    rng = np.random.default_rng(seed + 1)
+    out = {
+        "t2i_ids": np.zeros((5 * n, depth), np.int64),
+        "t2i_sc": np.zeros((5 * n, depth), np.float32),
+        "i2t_ids": np.zeros((n, depth), np.int64),
+        "i2t_sc": np.zeros((n, depth), np.float32),
+        "img_prior": np.zeros((len(betas), n), np.float32),
+        "txt_prior": np.zeros((len(betas), 5 * n), np.float32),
+        "betas": np.array(betas),
+    }
     for f in range(folds):
-        held = np.flatnonzero(fold_of == f)
-        kept = np.flatnonzero(fold_of != f)
+        held, kept = np.flatnonzero(fold_of == f), np.flatnonzero(fold_of != f)
         kept_caps = (kept[:, None] * 5 + np.arange(5)).reshape(-1)
         held_caps = (held[:, None] * 5 + np.arange(5)).reshape(-1)
         part = {
@@ -244,13 +402,52 @@ def cross_fit_candidates(
             **recipe,
         )
         with torch.no_grad():
-            img = heads.image_vectors(train["pooled"][held], train["logits"][held])
-            txt = heads.text_vectors(train["text"][held_caps])
-        c = top_candidates(txt, img, held, k)
-        ids[held_caps], scores[held_caps] = c.ids, c.scores
+            img = heads.image_vectors(train["pooled"][held], train["logits"][held]).float()
+            txt = heads.text_vectors(train["text"][held_caps]).float()
+            bank_caps = np.sort(rng.choice(kept_caps, BANK_SIZE, replace=False))
+            text_bank = heads.text_vectors(train["text"][bank_caps]).float()
+            bank_imgs = np.sort(rng.choice(kept, BANK_SIZE, replace=False))
+            image_bank = heads.image_vectors(
+                train["pooled"][bank_imgs], train["logits"][bank_imgs]
+            ).float()
+        sims = txt @ img.T
+        sc, ix = sims.topk(depth, dim=1)
+        out["t2i_ids"][held_caps], out["t2i_sc"][held_caps] = held[ix.numpy()], sc.numpy()
+        sc, ix = sims.T.topk(depth, dim=1)
+        out["i2t_ids"][held], out["i2t_sc"][held] = held_caps[ix.numpy()], sc.numpy()
+        for b, beta in enumerate(betas):
+            out["img_prior"][b, held] = QueryBankPrior(text_bank, beta, 1.0).raw(img).numpy()
+            out["txt_prior"][b, held_caps] = QueryBankPrior(image_bank, beta, 1.0).raw(txt).numpy()
         if log:
             log(f"fold {f}: bi-encoder on {len(kept)} images in {time.time() - t0:.0f} s")
-    return Candidates(ids, scores)
+    return out
+
+
+def shipped_banks(train: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+    """The query banks the re-ranker ships: train captions and train images, embedded by the
+    shipped bi-encoder."""
+    from vtsearch.models.lite import load_heads
+
+    heads = load_heads()
+    caps = _bank_rows(train["text"].shape[0], seed)
+    imgs = _bank_rows(train["pooled"].shape[0], seed + 1)
+    with torch.no_grad():
+        return {
+            "bank.texts": heads.text_vectors(train["text"][caps]).float(),
+            "bank.images": heads.image_vectors(
+                train["pooled"][imgs], train["logits"][imgs]
+            ).float(),
+        }
+
+
+def _reduce(
+    scorer: FusionScorer, raw: np.ndarray, rows: np.ndarray, chunk: int = 500
+) -> np.ndarray:
+    out = np.empty((len(rows), raw.shape[1], scorer.config.region_dim), dtype=np.float32)
+    for i in range(0, len(rows), chunk):
+        part = torch.from_numpy(np.asarray(raw[rows[i : i + chunk]], dtype=np.float32))
+        out[i : i + chunk] = scorer.reducer(part).numpy()
+    return out
 
 
 def train_fusion(
@@ -261,9 +458,9 @@ def train_fusion(
     seed: int = 0,
     folds: int = 5,
     k: int = 20,
-    epochs: int = 6,
+    epochs: int = 4,
     config: FusionConfig | None = None,
-    log: callable | None = None,
+    log: Log | None = None,
 ) -> dict[str, float]:
     """Train the fusion scorer for vtsearch-lite and write ``out_path`` (safetensors)."""
     from vtsearch.models.features import DEFAULT_CACHE_DIR
@@ -295,18 +492,14 @@ def train_fusion(
     n_train = len(splits["train"])
 
     t0 = time.time()
-    sample = np.random.default_rng(seed).choice(n_train, size=min(1500, n_train), replace=False)
-    raw = torch.from_numpy(np.asarray(regions7[np.sort(sample)], dtype=np.float32))
+    sample = np.sort(np.random.default_rng(seed).choice(n_train, min(1500, n_train), replace=False))
+    raw = torch.from_numpy(np.asarray(regions7[sample], dtype=np.float32))
     scorer0 = FusionScorer(config)
     scorer0.reducer.fit(raw.reshape(-1, raw.shape[-1]))
-    reduced = np.empty((len(names), 49, config.region_dim), dtype=np.float32)
-    for i in range(0, len(names), 500):
-        chunk = torch.from_numpy(np.asarray(regions7[i : i + 500], dtype=np.float32))
-        reduced[i : i + 500] = scorer0.reducer(chunk).numpy()
     caption_rows = _caption_rows(cache, names)
     data = FusionData(
-        reduced,
-        states[caption_rows] if isinstance(states, np.ndarray) else states,
+        _reduce(scorer0, regions7, np.arange(len(names))),
+        np.asarray(states[caption_rows]),  # about 0.9 GB: read once, not per batch
         lens[caption_rows],
         np.repeat(np.arange(len(names)), 5),
     )
@@ -315,38 +508,46 @@ def train_fusion(
 
     train = load_split_features(flickr_dir, "train", None)
     dev = load_split_features(flickr_dir, "dev", None)
-    cand_file = cache / f"candidates-f{folds}-k{k}-s{seed}.npz"
-    if cand_file.exists():
-        with np.load(cand_file) as z:
-            train_cand = Candidates(z["ids"], z["scores"])
+    fit_file = cache / f"crossfit-f{folds}-k50-s{seed}.npz"
+    if fit_file.exists():
+        with np.load(fit_file) as z:
+            fit = dict(z)
     else:
-        train_cand = cross_fit_candidates(train, dev, folds=folds, k=k, seed=seed, log=log)
-        np.savez(cand_file, ids=train_cand.ids, scores=train_cand.scores)
+        fit = cross_fit(train, dev, folds=folds, seed=seed, log=log)
+        np.savez(fit_file, **fit)
+    b = int(np.flatnonzero(np.isclose(fit["betas"], BETA))[0])
+    img_prior = np.zeros(len(names), np.float32)
+    txt_prior = np.zeros(5 * len(names), np.float32)
+    img_prior[:n_train], txt_prior[: 5 * n_train] = fit["img_prior"][b], fit["txt_prior"][b]
+
+    banks = shipped_banks(train, seed)
     heads = load_heads()
     with torch.no_grad():
-        dev_img = heads.image_vectors(dev["pooled"], dev["logits"])
-        dev_txt = heads.text_vectors(dev["text"])
-    dev_index = np.arange(n_train, len(names))
-    dev_cand_local = top_candidates(dev_txt, dev_img, dev_index, k)
-    # Candidates are indexed by caption row; dev captions follow the train ones.
-    cand = Candidates(
-        np.concatenate([train_cand.ids, dev_cand_local.ids]),
-        np.concatenate([train_cand.scores, dev_cand_local.scores]),
-    )
-    train_rows = np.arange(5 * n_train)
-    dev_rows = np.arange(5 * n_train, 5 * len(names))
-    scorer, scale, metrics = train_scorer(
+        dev_img = heads.image_vectors(dev["pooled"], dev["logits"]).float()
+        dev_txt = heads.text_vectors(dev["text"]).float()
+    img_prior[n_train:] = QueryBankPrior(banks["bank.texts"], BETA, 1.0).raw(dev_img).numpy()
+    txt_prior[5 * n_train :] = QueryBankPrior(banks["bank.images"], BETA, 1.0).raw(dev_txt).numpy()
+    train_caps, dev_caps = np.arange(5 * n_train), np.arange(5 * n_train, 5 * len(names))
+    train_imgs, dev_imgs = np.arange(n_train), np.arange(n_train, len(names))
+    ci = data.caption_image
+    train_lists = {
+        "t2i": make_lists("t2i", train_caps, fit["t2i_ids"], fit["t2i_sc"], img_prior, ci, k, True),
+        "i2t": make_lists("i2t", train_imgs, fit["i2t_ids"], fit["i2t_sc"], txt_prior, ci, k, True),
+    }
+    dev_lists = {
+        "t2i": top_lists("t2i", dev_txt, dev_img, dev_caps, dev_imgs, img_prior, ci, k),
+        "i2t": top_lists("i2t", dev_img, dev_txt, dev_imgs, dev_caps, txt_prior, ci, k),
+    }
+    scorer, mixer, metrics = train_scorer(
         data,
-        cand,
-        train_rows,
-        cand,
-        dev_rows,
+        train_lists,
+        dev_lists,
         config=config,
         reducer_state=scorer0.reducer.state_dict(),
         seed=seed,
         epochs=epochs,
         log=log,
-        checkpoint=lambda sc, scale, _m: save_trained(sc, scale, k, out_path),
+        checkpoint=lambda sc, mx, _m: save_trained(sc, mx, 50, out_path, banks),
     )
-    save_trained(scorer, scale, k, out_path)
-    return {**metrics, "scale": scale, "seconds": time.time() - t0}
+    save_trained(scorer, mixer, 50, out_path, banks)
+    return {**metrics, "seconds": time.time() - t0}

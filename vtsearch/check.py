@@ -155,8 +155,9 @@ def _live_rows(
 
     live, damaged = set(), []
     for row_id, blob in catalog.live_vectors():
-        vec = np.frombuffer(blob, dtype=np.float32) if blob else None
-        if vec is None or (dim and len(vec) != dim) or not np.isfinite(vec).all():
+        whole = blob is not None and len(blob) % 4 == 0 and len(blob) == 4 * (dim or len(blob) // 4)
+        vec = np.frombuffer(blob, dtype=np.float32) if whole and blob else None
+        if vec is None or not np.isfinite(vec).all():
             damaged.append(row_id)
         else:
             live.add(row_id)

@@ -270,7 +270,7 @@ def test_very_long_query_is_truncated_and_works(indexed, tmp_path):
 def test_query_image_that_is_not_an_image(indexed, tmp_path):
     fake = tmp_path / "fake.jpg"
     fake.write_text("not a picture")
-    with pytest.raises(QueryError, match="cannot read query image .*not an image"):
+    with pytest.raises(QueryError, match=r"cannot read query image .*not an image"):
         indexed.search(image=fake)
     with pytest.raises(QueryError, match="No such file"):
         indexed.search(image=tmp_path / "missing.jpg")

@@ -10,8 +10,9 @@ from datetime import datetime
 class Result:
     """One hit: the catalog id, the file, and its score.
 
-    ``score`` orders the results; ``bi_score`` is the bi-encoder similarity and ``rerank_score``
-    the fusion scorer's logit (None when the results were not re-ranked).
+    ``score`` orders the results; ``bi_score`` is the bi-encoder similarity, ``rerank_score``
+    the re-ranker's own score and ``prior`` the query-bank prior subtracted (both None when the
+    results were not re-ranked).
     """
 
     id: int
@@ -22,6 +23,7 @@ class Result:
     taken_at: datetime | None = None
     bi_score: float | None = None
     rerank_score: float | None = None
+    prior: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -39,6 +41,7 @@ class TextResult:
     source: str | None = None
     bi_score: float | None = None
     rerank_score: float | None = None
+    prior: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

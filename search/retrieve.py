@@ -36,6 +36,6 @@ def apply_rerank(
     """Final score = bi-encoder score - ``prior`` + ``mix`` x fusion logit; the best ``k`` by it."""
     prior = np.zeros(len(results)) if prior is None else prior
     for r, f, p in zip(results, fusion, prior, strict=True):
-        r.rerank_score = float(f)
+        r.rerank_score, r.prior = float(f), float(p)
         r.score = float(r.bi_score) - float(p) + mix * float(f)
     return sorted(results, key=lambda r: -r.score)[:k]

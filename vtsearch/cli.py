@@ -344,23 +344,27 @@ def eval_cmd(
         return
     click.echo(f"{report.images} images, {report.captions} captions, re-rank depth {rerank_k}")
     click.echo(
-        f"{'direction':<16}{'ranking':<10}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'medR':>7}"
+        f"{'direction':<16}{'ranking':<12}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'medR':>7}"
         f"{'ms/query':>10}"
     )
     for label, d in (("text->image", report.text_to_image), ("image->text", report.image_to_text)):
         rows = [("bi-encoder", d.bi, d.ms_per_query_bi)]
         if d.rerank is not None:
+            rows.append(("prior only", d.prior_only, None))
             rows.append(("re-ranked", d.rerank, d.ms_per_query_rerank))
         for name, m, ms in rows:
             click.echo(
-                f"{label:<16}{name:<10}{m['R@1']:>7.1f}{m['R@5']:>7.1f}{m['R@10']:>7.1f}"
-                f"{m['median_rank']:>7.0f}{ms:>10.1f}"
+                f"{label:<16}{name:<12}{m['R@1']:>7.1f}{m['R@5']:>7.1f}{m['R@10']:>7.1f}"
+                f"{m['median_rank']:>7.0f}" + (f"{ms:>10.1f}" if ms is not None else "")
             )
         if d.r1_gain_ci is not None:
             gain = d.rerank["R@1"] - d.bi["R@1"]
+            own = d.rerank["R@1"] - d.prior_only["R@1"]
             click.echo(
                 f"{label:<16}R@1 gain {gain:+.1f} points, paired bootstrap 95% interval "
-                f"[{d.r1_gain_ci[0]:+.1f}, {d.r1_gain_ci[1]:+.1f}]"
+                f"[{d.r1_gain_ci[0]:+.1f}, {d.r1_gain_ci[1]:+.1f}]; of it, the fusion scorer "
+                f"over the prior alone {own:+.1f} [{d.scorer_gain_ci[0]:+.1f}, "
+                f"{d.scorer_gain_ci[1]:+.1f}]"
             )
     if report.text_to_image.rerank is None:
         click.echo("(no fusion scorer for this model: bi-encoder figures only)")

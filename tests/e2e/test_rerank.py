@@ -110,6 +110,8 @@ def test_evaluate_reports_rerank_gain_with_an_interval(tmp_path, photos, lite, s
     lo, hi = t2i.r1_gain_ci
     assert lo <= t2i.rerank["R@1"] - t2i.bi["R@1"] <= hi
     assert t2i.ms_per_query_rerank > 0 and rep.image_to_text.rerank is not None
+    # This scorer file has no query bank: the "prior only" ablation is the bi-encoder's order.
+    assert t2i.prior_only == t2i.bi and t2i.scorer_gain_ci is not None
 
 
 def test_query_bank_prior_is_subtracted_per_direction(tmp_path, photos, lite):

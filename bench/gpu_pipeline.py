@@ -122,6 +122,16 @@ def gpu_preprocess(images: list, size: int, mean, std, device):
     return ((out.clamp_(0, 255) - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
 
 
+def embed(emb, x, bf16: bool):
+    """Unit vectors of a preprocessed batch: the tower under bf16 autocast, the heads in fp32."""
+    import torch
+
+    with torch.inference_mode():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            pooled, _tokens, logits = emb.image_tower(x)
+        return emb.heads.image_vectors(pooled.float(), logits.float())
+
+
 class Writer:
     """Catalog rows and FAISS adds, in a background thread when ``threaded``.
 
@@ -227,13 +237,8 @@ def run(files: list[Path], emb, device, batch: int, bf16: bool, sync: bool, out:
             images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         with stages("resize"):
             x = gpu_preprocess(images, IMAGE_SIZE, LITE_MEAN, LITE_STD, device)
-        with (
-            stages("model"),
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-        ):
-            pooled, _tokens, logits = emb.image_tower(x)
-            vectors = emb.heads.image_vectors(pooled.float(), logits.float())
+        with stages("model"):
+            vectors = embed(emb, x, bf16)
         with stages("transfer"):
             host = vectors.float().cpu().numpy()
         with stages("write" if sync else "write queue"):
@@ -270,9 +275,7 @@ def agreement(files: list[Path], emb, device, bf16: bool) -> float:
         LITE_STD,
         device,
     )
-    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-        pooled, _, logits = emb.image_tower(x)
-        fast = emb.heads.image_vectors(pooled.float(), logits.float()).float().cpu()
+    fast = embed(emb, x, bf16).float().cpu()
     ref = torch.stack([emb.transform(load_image(str(f), 256).image) for f in files])
     slow = emb.encode_images(ref.to(device)).vectors.float().cpu()
     return float((fast * slow).sum(-1).min())

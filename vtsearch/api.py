@@ -31,6 +31,8 @@ TEXTS = "texts"
 #: While indexing, the FAISS file is re-saved at most this often, so readers replay little
 #: (``$VTSEARCH_CHECKPOINT_SECONDS`` overrides it).
 CHECKPOINT_SECONDS = config.checkpoint_seconds()
+#: Memoised image priors kept before the memo starts over (about 100 bytes each).
+PRIOR_MEMO_MAX = 200_000
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Engine:
         self._reranker_name = reranker
         self._model_checked = False
         self._reranker: FusionReranker | BlipReranker | bool | None = False  # False: not loaded
+        self._prior_memo: dict[int, float] = {}
 
     # -- lazily opened parts ------------------------------------------------------------------
     def _open_catalog(self, create: bool) -> Catalog:
@@ -252,11 +255,8 @@ class Engine:
             images = [try_read_image(h.path) for h in hits]
             return apply_rerank(hits, reranker.score_images(q.main_text, images), 1.0, k)
         regions = self._region_tokens(reranker, embedder, ids)
-        rows = catalog.rows(ids)
-        vectors = np.stack([np.frombuffer(rows[i].vector, dtype=np.float32) for i in ids])
         fusion = reranker.score_images(q.text, regions)
-        prior = reranker.prior("t2i", vectors)
-        return apply_rerank(hits, fusion, reranker.mix["t2i"], k, prior)
+        return apply_rerank(hits, fusion, reranker.mix["t2i"], k, self._priors(reranker, ids))
 
     @staticmethod
     def _check_k(k: int) -> None:
@@ -271,6 +271,21 @@ class Engine:
             device = str(resolve_device(self._device))
             self._reranker = load_reranker(self.model_id, self._reranker_name, device)
         return self._reranker  # type: ignore[return-value]
+
+    def _priors(self, reranker: FusionReranker, ids: list[int]) -> np.ndarray:
+        """Query-bank priors of images, memoised: a row id always names the same vector (a
+        changed file gets a new id), and hubs come back in query after query."""
+        if len(self._prior_memo) > PRIOR_MEMO_MAX:
+            self._prior_memo.clear()
+        todo = [i for i in ids if i not in self._prior_memo]
+        if todo:
+            rows = self._catalog.rows(todo)
+            todo = [i for i in todo if i in rows]
+            if todo:
+                vecs = np.stack([np.frombuffer(rows[i].vector, dtype=np.float32) for i in todo])
+                priors = reranker.prior("t2i", vecs).tolist()
+                self._prior_memo.update(zip(todo, priors, strict=True))
+        return np.array([self._prior_memo.get(i, 0.0) for i in ids], dtype=np.float32)
 
     def _region_tokens(
         self, reranker: FusionReranker, embedder: Embedder, ids: list[int]

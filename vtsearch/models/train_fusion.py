@@ -458,11 +458,15 @@ def train_fusion(
     seed: int = 0,
     folds: int = 5,
     k: int = 20,
+    k_i2t: int = 10,
     epochs: int = 4,
     config: FusionConfig | None = None,
     log: Log | None = None,
 ) -> dict[str, float]:
-    """Train the fusion scorer for vtsearch-lite and write ``out_path`` (safetensors)."""
+    """Train the fusion scorer for vtsearch-lite and write ``out_path`` (safetensors).
+
+    ``k``/``k_i2t``: list lengths for text->image and image->text (an image has five right
+    captions, so a shorter list holds as much signal)."""
     from vtsearch.models.features import DEFAULT_CACHE_DIR
     from vtsearch.models.fusion_data import extract_regions, extract_text_states
     from vtsearch.models.lite import load_heads
@@ -536,7 +540,7 @@ def train_fusion(
     }
     dev_lists = {
         "t2i": top_lists("t2i", dev_txt, dev_img, dev_caps, dev_imgs, img_prior, ci, k),
-        "i2t": top_lists("i2t", dev_img, dev_txt, dev_imgs, dev_caps, txt_prior, ci, k),
+        "i2t": top_lists("i2t", dev_img, dev_txt, dev_imgs, dev_caps, txt_prior, ci, k_i2t),
     }
     scorer, mixer, metrics = train_scorer(
         data,

@@ -49,6 +49,8 @@ IVF_GROWTH = 4.0
 #: Fewest vectors an IVF-PQ index trains well on: FAISS wants 39 points for each of the 256
 #: centroids of a sub-quantizer.
 IVFPQ_MIN = 10_000
+#: Searches of up to this many queries run on one OpenMP thread (see ``VectorIndex.search``).
+FEW_QUERIES = 16
 #: Tombstone id of a removed vector's slot in an approximate index.
 DEAD = -1
 
@@ -273,13 +275,24 @@ class VectorIndex:
         return params, sel  # the selector must outlive the search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(scores, ids)`` per query; missing slots have id -1."""
+        """Top-``k`` ``(scores, ids)`` per query; missing slots have id -1.
+
+        A few queries run on one thread: FAISS spreads a single brute-force query over its
+        OpenMP threads, which made it 3.5x slower on 2 cores (100k x 1152: 22 ms vs 78 ms).
+        """
+        faiss = _faiss()
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, max(len(self), 1)))
         params, _keep = self._params()
-        if params is None:
-            return self.index.search(q, k)
-        return self.index.search(q, k, params=params)
+        threads = faiss.omp_get_max_threads()
+        if len(q) <= FEW_QUERIES:
+            faiss.omp_set_num_threads(1)
+        try:
+            if params is None:
+                return self.index.search(q, k)
+            return self.index.search(q, k, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
 
     def reconstruct(self, row_id: int) -> np.ndarray:
         return self.index.reconstruct(int(row_id))

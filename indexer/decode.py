@@ -75,6 +75,11 @@ class Loaded:
     taken_at: datetime | None
 
 
+#: Smallest side a JPEG is decoded to (by DCT scaling) before the model's own resize: indexing
+#: and image queries use the same, so a photo and a query of that photo embed alike.
+DECODE_TARGET = 256
+
+
 def load_image(path: str, target: int | None = None) -> Loaded:
     """Open, orient and convert one image to RGB, with its displayed size, format and EXIF time.
 
@@ -198,7 +203,7 @@ class ImageFiles(Dataset):
         self,
         paths: list[str],
         transform: Callable[[Image.Image], torch.Tensor],
-        target: int | None = 256,
+        target: int | None = DECODE_TARGET,
     ) -> None:
         self.paths = paths
         self.transform = transform

@@ -28,12 +28,12 @@ class EncodedQuery:
 
 
 def read_image(image: str | Path | Image.Image) -> Image.Image:
-    from vtsearch.indexer.decode import describe_error, load_image
+    from vtsearch.indexer.decode import DECODE_TARGET, describe_error, load_image
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:
-        return load_image(str(Path(image).expanduser())).image
+        return load_image(str(Path(image).expanduser()), DECODE_TARGET).image
     except Exception as e:
         raise QueryError(f"cannot read query image {image}: {describe_error(e)}") from e
 

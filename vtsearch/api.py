@@ -293,7 +293,7 @@ class Engine:
         """Cached tokens of ``ids``; images without them are decoded and encoded again."""
         import torch
 
-        from vtsearch.search.query import read_image
+        from vtsearch.search.query import try_read_image
         from vtsearch.storage.tokens import TokenCache
 
         cache = TokenCache.open_existing(self.path)
@@ -306,9 +306,15 @@ class Engine:
         missing = [i for i, t in zip(ids, got, strict=True) if t is None]
         if missing:
             rows = self._catalog.rows(missing) if self._catalog else {}
-            pixels = torch.stack([embedder.transform(read_image(rows[i].path)) for i in missing])
-            fresh = reranker.reduce(embedder.encode_images(pixels.to(embedder.device)).tokens)
-            by_id = dict(zip(missing, fresh, strict=True))
+            images = {i: try_read_image(rows[i].path) for i in missing if i in rows}
+            # A row deleted or a file gone since the search: neutral (zero) tokens, no error.
+            readable = [i for i in missing if images.get(i) is not None]
+            blank = np.zeros(reranker.token_shape, dtype=np.float32)
+            by_id = dict.fromkeys(missing, blank)
+            if readable:
+                pixels = torch.stack([embedder.transform(images[i]) for i in readable])
+                fresh = reranker.reduce(embedder.encode_images(pixels.to(embedder.device)).tokens)
+                by_id.update(zip(readable, fresh, strict=True))
             got = [t if t is not None else by_id[i] for i, t in zip(ids, got, strict=True)]
         return np.stack(got).astype(np.float32)
 

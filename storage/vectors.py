@@ -311,6 +311,8 @@ class VectorIndex:
 
     def sync(self, catalog: Catalog, kind: str = "image") -> None:
         """Apply every catalog change newer than this index's sequence number."""
+        if catalog.current_seq() == self.seq:
+            return  # one key lookup: what every query pays when nothing changed
         seq, added, removed = catalog.changes_since(self.seq, kind)
         if seq != self.seq:
             self.apply_changes(seq, added, removed)

@@ -34,7 +34,9 @@ def main() -> None:
         for r in data["rows"]:
             ok = {True: "yes", False: "NO", None: ""}[r.get("ok")]
             value = r["value"]
-            shown = f"{value:.0%}" if r["unit"] == "ratio" and value < 1.5 else f"{value:.3g}"
+            shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+            if r["unit"] == "ratio" and value < 1.5:
+                shown = f"{value:.0%}"
             if r["unit"] == "ratio" and value >= 1.5:
                 shown = f"{value:.1f}x"
             unit = "" if r["unit"] == "ratio" else r["unit"]

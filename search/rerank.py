@@ -68,8 +68,13 @@ class FusionReranker:
 
     def prior(self, direction: str, vectors: np.ndarray) -> np.ndarray:
         """What to subtract from the candidates' bi-encoder scores (zeros without a bank)."""
+        from vtsearch.search.query import one_torch_thread
+
         p = self.priors.get(direction)
-        return p.prior(vectors) if p is not None else np.zeros(len(vectors), dtype=np.float32)
+        if p is None:
+            return np.zeros(len(vectors), dtype=np.float32)
+        with one_torch_thread():
+            return p.prior(vectors)
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -83,14 +88,20 @@ class FusionReranker:
 
     def score_images(self, text: TextEmbedding, regions: np.ndarray) -> np.ndarray:
         """Fusion logits of one text (``text`` holds one row) against ``regions [K, N, C]``."""
+        from vtsearch.search.query import one_torch_thread
+
         states, mask = text.states[:1].float().cpu(), text.mask[:1].cpu()
-        return self.scorer.score(states, mask, torch.from_numpy(regions)).numpy()
+        with one_torch_thread():
+            return self.scorer.score(states, mask, torch.from_numpy(regions)).numpy()
 
     def score_texts(self, regions: np.ndarray, texts: TextEmbedding) -> np.ndarray:
         """Fusion logits of one image (``regions [1, N, C]``) against each of ``texts``."""
+        from vtsearch.search.query import one_torch_thread
+
         k = texts.states.shape[0]
         reg = torch.from_numpy(regions[:1]).expand(k, -1, -1)
-        return self.scorer.score(texts.states.float().cpu(), texts.mask.cpu(), reg).numpy()
+        with one_torch_thread():
+            return self.scorer.score(texts.states.float().cpu(), texts.mask.cpu(), reg).numpy()
 
 
 def default_weights(model_id: str) -> Path:

@@ -43,3 +43,19 @@ def test_plain_queries_find_their_photo(sample_engine, query, expected):
 def test_image_query_finds_itself_first(sample_engine):
     hit = sample_engine.search(image=SAMPLES / "coffee_cup.jpg", k=2)
     assert hit[0].path.endswith("coffee_cup.jpg") and hit[0].score > hit[1].score
+
+
+def test_shipped_reranker_keeps_captioned_photos_first(sample_engine):
+    """Each sample photo's own caption, re-ranked by the shipped fusion scorer and prior: at
+    least as many photos come first as with the bi-encoder alone (15 of 19; the misses are
+    textures, a galaxy field and a retina, far from Flickr8k)."""
+    lines = [ln.split("\t") for ln in (SAMPLES / "captions.txt").read_text().splitlines()]
+    firsts = {True: 0, False: 0}
+    for name, caption in lines:
+        for rerank in (True, False):
+            hits = sample_engine.search(text=caption, k=3, rerank=rerank)
+            assert (hits[0].rerank_score is not None) == rerank and (
+                hits[0].prior is not None
+            ) == rerank
+            firsts[rerank] += os.path.basename(hits[0].path) == name
+    assert firsts[True] >= max(firsts[False], 15), firsts

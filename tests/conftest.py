@@ -20,6 +20,29 @@ SAMPLES = REPO / "data" / "samples"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def lite():
+    """The shipped default model, loaded once for the whole session."""
+    from vtsearch.models.registry import load_embedder
+
+    return load_embedder("vtsearch-lite", device="cpu")
+
+
+def save_random_scorer(folder: Path, d: int, rerank_k: int, fit_rows: int = 300) -> str:
+    """A randomly initialised fusion scorer of the default model's token shape, saved in the
+    old single-mix format (no query bank): re-ranking plumbing without trained weights."""
+    import torch
+
+    from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
+
+    torch.manual_seed(0)
+    scorer = FusionScorer(FusionConfig(d=d, heads=2, layers=1))
+    scorer.reducer.fit(torch.randn(fit_rows, 1280))
+    path = folder / "fusion.safetensors"
+    save_fusion(scorer, path, extra={"mix": 0.05, "rerank_k": rerank_k})
+    return str(path)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VTSEARCH_HOME", str(tmp_path / "home"))

@@ -12,8 +12,9 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, photos, tiny_clip):
     eng = Engine(tmp_path / "coll", model=tiny_clip)
     report = eng.index(photos, workers=0)
     failed = dict(report.failed)
-    assert set(failed) == {str((photos / n).resolve()) for n in
-                           ("truncated.jpg", "empty.png", "notes.jpg")}
+    assert set(failed) == {
+        str((photos / n).resolve()) for n in ("truncated.jpg", "empty.png", "notes.jpg")
+    }
     assert all(reason for reason in failed.values())
     assert report.embedded == 7
     st = eng.status()

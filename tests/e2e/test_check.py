@@ -8,31 +8,18 @@ import sqlite3
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from conftest import make_photo
+from conftest import make_photo, save_random_scorer
 
 from vtsearch import Engine
 from vtsearch.cli import main
 from vtsearch.errors import IndexLockedError
-from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
-from vtsearch.models.registry import load_embedder
 from vtsearch.storage.tokens import TokenCache
 
 
 @pytest.fixture(scope="module")
-def lite():
-    return load_embedder("vtsearch-lite", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    torch.manual_seed(0)
-    scorer = FusionScorer(FusionConfig(d=32, heads=2, layers=1))
-    scorer.reducer.fit(torch.randn(300, 1280))
-    path = tmp_path_factory.mktemp("fusion") / "fusion.safetensors"
-    save_fusion(scorer, path, extra={"mix": 0.05, "rerank_k": 5})
-    return str(path)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=32, rerank_k=5)
 
 
 @pytest.fixture

@@ -15,14 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_photo
+from conftest import make_photo, save_random_scorer
 
 from vtsearch import Engine
 from vtsearch.check import check_collection, leftover_files
 from vtsearch.indexer.pipeline import index_ids
-from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
-from vtsearch.models.registry import load_embedder
 from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.tokens import TokenCache
 from vtsearch.storage.vectors import VectorIndex
@@ -34,18 +31,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "VTSEARCH_CHECKPOINT_SECONDS": "0"}
 
 
 @pytest.fixture(scope="module")
-def lite():
-    return load_embedder("vtsearch-lite", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    torch.manual_seed(0)
-    scorer = FusionScorer(FusionConfig(d=32, heads=2, layers=1))
-    scorer.reducer.fit(torch.randn(300, 1280))
-    path = tmp_path_factory.mktemp("fusion") / "fusion.safetensors"
-    save_fusion(scorer, path, extra={"mix": 0.05, "rerank_k": 5})
-    return str(path)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=32, rerank_k=5)
 
 
 def first_corpus(folder: Path) -> None:

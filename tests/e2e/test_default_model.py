@@ -6,12 +6,6 @@ import pytest
 from conftest import SAMPLES
 
 from vtsearch import Engine
-from vtsearch.models.registry import load_embedder
-
-
-@pytest.fixture(scope="module")
-def lite():
-    return load_embedder("vtsearch-lite", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,16 @@ def test_add_modify_move_copy_delete(tmp_path, photos, tiny_clip):
     assert eng.status().indexed == 8
 
     paths = {os.path.basename(x.path) for x in eng.search(text="anything", k=50)}
-    assert paths == {"img0.png", "img1.png", "img3.png", "img5.png", "deep.jpg", "new.png",
-                     "moved.png", "copy_of_3.png"}
+    assert paths == {
+        "img0.png",
+        "img1.png",
+        "img3.png",
+        "img5.png",
+        "deep.jpg",
+        "new.png",
+        "moved.png",
+        "copy_of_3.png",
+    }
 
     # The moved file kept its vector: it is its own nearest neighbour at similarity 1.
     top = eng.search(image=photos / "sub" / "moved.png", k=1)[0]

@@ -5,30 +5,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLES
+from conftest import SAMPLES, save_random_scorer
 
 from vtsearch import Engine
 from vtsearch.errors import ModelNotFoundError
 from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
 from vtsearch.models.prior import QueryBankPrior
-from vtsearch.models.registry import load_embedder
 from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.tokens import TokenCache
 
 
 @pytest.fixture(scope="module")
-def lite():
-    return load_embedder("vtsearch-lite", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    torch.manual_seed(0)
-    scorer = FusionScorer(FusionConfig(d=64, heads=2, layers=1))
-    scorer.reducer.fit(torch.randn(600, 1280))
-    path = tmp_path_factory.mktemp("fusion") / "fusion.safetensors"
-    save_fusion(scorer, path, extra={"mix": 0.05, "rerank_k": 10})
-    return str(path)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=64, rerank_k=10, fit_rows=600)
 
 
 @pytest.fixture

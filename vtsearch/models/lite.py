@@ -227,12 +227,12 @@ class LiteEmbedder(Embedder):
 
     def __init__(self, weights: Path | str = WEIGHTS_PATH, device: torch.device | str = "cpu"):
         from vtsearch.models.features import quiet_text_tower
-        from vtsearch.models.towers import ImageTower, lite_transform
+        from vtsearch.models.towers import lite_transform
 
         self.heads = load_heads(weights)
         self.dim = self.heads.config.dim
         self.revision = file_revision(weights)
-        self.image_tower = ImageTower().eval()
+        self._image_tower: torch.nn.Module | None = None
         self.text_tower = quiet_text_tower().eval()
         self._transform = lite_transform()
         self.device = torch.device("cpu")
@@ -241,6 +241,19 @@ class LiteEmbedder(Embedder):
     @property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return self._transform
+
+    @property
+    def image_tower(self) -> torch.nn.Module:
+        """Built on first use: a text query never needs it, and it costs 0.75 s to load."""
+        if self._image_tower is None:
+            from vtsearch.models.towers import ImageTower
+
+            self._image_tower = ImageTower().eval().to(self.device)
+        return self._image_tower
+
+    @image_tower.setter
+    def image_tower(self, module: torch.nn.Module) -> None:
+        self._image_tower = module
 
     def encode_images(self, pixels: torch.Tensor) -> ImageEmbedding:
         with torch.inference_mode():
@@ -256,8 +269,9 @@ class LiteEmbedder(Embedder):
 
     def to(self, device: torch.device | str) -> LiteEmbedder:
         self.device = torch.device(device)
-        for module in (self.heads, self.image_tower, self.text_tower):
-            module.to(self.device)
+        for module in (self.heads, self._image_tower, self.text_tower):
+            if module is not None:
+                module.to(self.device)
         return self
 
 

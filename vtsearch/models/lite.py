@@ -248,7 +248,10 @@ class LiteEmbedder(Embedder):
         if self._image_tower is None:
             from vtsearch.models.towers import ImageTower
 
-            self._image_tower = ImageTower().eval().to(self.device)
+            # Often first reached inside encode_images' inference mode: weights made there would
+            # be inference tensors that no later in-place change (e.g. channels-last) may touch.
+            with torch.inference_mode(False):
+                self._image_tower = ImageTower().eval().to(self.device)
         return self._image_tower
 
     @image_tower.setter

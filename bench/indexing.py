@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--naive-limit", type=int, default=200, help="images for the naive loop")
     ap.add_argument("--ceiling-limit", type=int, default=256, help="images for the ceiling")
     ap.add_argument("--workers", type=int, default=None, help="decode workers (default: Engine's)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8, help="the engine's CPU default")
     ap.add_argument("--quick", action="store_true", help="100 + 30 images, a smoke run")
     ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
     args = ap.parse_args()

@@ -76,7 +76,12 @@ def main(
 
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--batch-size", default=32, show_default=True, help="Images per forward pass.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Images per forward pass (default: 8 on CPU, 64 on GPU).",
+)
 @click.option("--workers", default=None, type=int, help="Decode workers (default: up to 4).")
 @click.option(
     "--ext",
@@ -94,7 +99,7 @@ def main(
 def index(
     ctx: click.Context,
     folder: Path,
-    batch_size: int,
+    batch_size: int | None,
     workers: int | None,
     extensions: tuple[str, ...],
     max_size_mb: int,

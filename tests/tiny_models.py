@@ -16,19 +16,8 @@ def _tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
-def save_tiny_clip(folder: Path, kind: str = "clip", seed: int = 0) -> Path:
-    """Write a tiny ``CLIPModel`` or ``SiglipModel`` with tokenizer and image processor."""
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        SiglipConfig,
-        SiglipImageProcessor,
-        SiglipModel,
-    )
-
-    torch.manual_seed(seed)
-    tok = _tokenizer()
+def _tiny_towers(tok) -> tuple[dict, dict]:
+    """Text and vision tower sizes shared by every tiny checkpoint."""
     text = dict(
         vocab_size=tok.vocab_size,
         hidden_size=32,
@@ -45,6 +34,23 @@ def save_tiny_clip(folder: Path, kind: str = "clip", seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
     )
+    return text, vision
+
+
+def save_tiny_clip(folder: Path, kind: str = "clip", seed: int = 0) -> Path:
+    """Write a tiny ``CLIPModel`` or ``SiglipModel`` with tokenizer and image processor."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    torch.manual_seed(seed)
+    tok = _tokenizer()
+    text, vision = _tiny_towers(tok)
     if kind == "clip":
         text.update(
             bos_token_id=tok.cls_token_id,
@@ -69,25 +75,12 @@ def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     tok = _tokenizer()
-    text = dict(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=32,
+    text, vision = _tiny_towers(tok)
+    text.update(
         encoder_hidden_size=32,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.cls_token_id,
         sep_token_id=tok.sep_token_id,
-    )
-    vision = dict(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
     )
     config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
     model = BlipForImageTextRetrieval(config)

@@ -31,6 +31,9 @@ class DirectionReport:
     #: alone, and the 95% interval of what the fusion scorer adds on top of that, in R@1 points.
     prior_only: dict[str, float] | None = None
     scorer_gain_ci: tuple[float, float] | None = None
+    #: False when the re-ranker's weights switch the fusion scorer off for this direction
+    #: (re-ranking is then the prior alone).
+    scorer_used: bool = True
 
 
 @dataclass
@@ -106,11 +109,12 @@ def _run_direction(
 ) -> DirectionReport:
     """Rank every query's match fully by the bi-encoder, then within the top ``rerank_k``
     re-ranked (ranks below that depth stay as they were)."""
-    ranks_bi, ranks_rr, ranks_pr, reranked = [], [], [], False
+    ranks_bi, ranks_rr, ranks_pr, reranked, scored = [], [], [], False, False
     for q, wanted, _ in queries:
         bi = _rank_of(search(q, k=full_k, rerank=False), wanted)
         both = search(q, k=rerank_k, rerank_k=rerank_k)
-        reranked = bool(both) and both[0].rerank_score is not None
+        reranked = bool(both) and both[0].prior is not None
+        scored = scored or (reranked and both[0].rerank_score is not None)
         inside = reranked and bi <= rerank_k
         ranks_bi.append(bi)
         ranks_rr.append(_rank_of(both, wanted) if inside else bi)
@@ -132,6 +136,7 @@ def _run_direction(
         ms_rr,
         prior_only=_metrics(rp),
         scorer_gain_ci=paired_bootstrap(rp <= 1, rr <= 1, groups),
+        scorer_used=scored,
     )
 
 

@@ -53,9 +53,15 @@ class FusionReranker:
 
     @classmethod
     def load(cls, path: Path) -> FusionReranker:
-        scorer, extra, tensors = load_fusion(path)
+        return cls.from_loaded(*load_fusion(path), path)
+
+    @classmethod
+    def from_loaded(
+        cls, scorer: FusionScorer, extra: dict, tensors: dict[str, torch.Tensor], path: Path
+    ) -> FusionReranker:
+        """From what :func:`~vtsearch.models.fusion.load_fusion` read out of ``path``."""
         k = int(extra.get("rerank_k", DEFAULT_RERANK_K))
-        if "t2i" not in extra:  # a file from before per-direction settings
+        if "t2i" not in extra:  # one mixing weight for both directions, no query banks
             return cls(scorer, float(extra.get("mix", 1.0)), k, file_revision(path))
         banks = {"t2i": tensors.get("bank.texts"), "i2t": tensors.get("bank.images")}
         priors = {

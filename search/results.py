@@ -11,7 +11,8 @@ class Result:
     """One hit: the catalog id, the file, and its score.
 
     ``score`` orders the results; ``bi_score`` is the bi-encoder similarity, ``rerank_score``
-    the re-ranker's own score and ``prior`` the query-bank prior subtracted (both None when the
+    the re-ranker's own score (None when not re-ranked, or when the re-ranker's weights leave its
+    scorer off for this direction) and ``prior`` the query-bank prior subtracted (None when the
     results were not re-ranked).
     """
 

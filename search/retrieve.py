@@ -31,11 +31,17 @@ def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -
 
 
 def apply_rerank(
-    results: list, fusion: np.ndarray, mix: float, k: int, prior: np.ndarray | None = None
+    results: list,
+    fusion: np.ndarray | None,
+    mix: float,
+    k: int,
+    prior: np.ndarray | None = None,
 ) -> list:
-    """Final score = bi-encoder score - ``prior`` + ``mix`` x fusion logit; the best ``k`` by it."""
+    """Final score = bi-encoder score - ``prior`` + ``mix`` x fusion logit; the best ``k`` by it.
+    ``fusion`` None: the scorer was not run (its weight is 0), ``rerank_score`` stays None."""
     prior = np.zeros(len(results)) if prior is None else prior
-    for r, f, p in zip(results, fusion, prior, strict=True):
-        r.rerank_score, r.prior = float(f), float(p)
-        r.score = float(r.bi_score) - float(p) + mix * float(f)
+    logits = [None] * len(results) if fusion is None else [float(f) for f in fusion]
+    for r, f, p in zip(results, logits, prior, strict=True):
+        r.rerank_score, r.prior = f, float(p)
+        r.score = float(r.bi_score) - float(p) + (mix * f if f is not None else 0.0)
     return sorted(results, key=lambda r: -r.score)[:k]

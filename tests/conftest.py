@@ -28,15 +28,16 @@ def lite():
     return load_embedder("vtsearch-lite", device="cpu")
 
 
-def save_random_scorer(folder: Path, d: int, rerank_k: int, fit_rows: int = 300) -> str:
-    """A randomly initialised fusion scorer of the default model's token shape, saved in the
-    old single-mix format (no query bank): re-ranking plumbing without trained weights."""
+def save_random_scorer(folder: Path, rerank_k: int, fit_rows: int = 300) -> str:
+    """A randomly initialised fusion scorer of the default model's token shape, saved with one
+    mixing weight for both directions and no query bank: re-ranking plumbing without trained
+    weights."""
     import torch
 
     from vtsearch.models.fusion import FusionConfig, FusionScorer, save_fusion
 
     torch.manual_seed(0)
-    scorer = FusionScorer(FusionConfig(d=d, heads=2, layers=1))
+    scorer = FusionScorer(FusionConfig(init_sharpness=5.0))
     scorer.reducer.fit(torch.randn(fit_rows, 1280))
     path = folder / "fusion.safetensors"
     save_fusion(scorer, path, extra={"mix": 0.05, "rerank_k": rerank_k})

@@ -265,8 +265,10 @@ class Engine:
         if isinstance(reranker, BlipReranker):
             images = [try_read_image(h.path) for h in hits]
             return apply_rerank(hits, reranker.score_images(q.main_text, images), 1.0, k)
-        regions = self._region_tokens(reranker, embedder, ids)
-        fusion = reranker.score_images(q.text, regions)
+        fusion = None
+        if reranker.mix["t2i"]:
+            regions = self._region_tokens(reranker, embedder, ids)
+            fusion = reranker.score_images(q.text, regions)
         return apply_rerank(hits, fusion, reranker.mix["t2i"], k, self._priors(reranker, ids))
 
     @staticmethod
@@ -395,8 +397,9 @@ class Engine:
             fusion = reranker.score_texts(read_image(image), [h.text for h in hits])
             return apply_rerank(hits, fusion, 1.0, k)
         states = embedder.encode_texts([h.text for h in hits])
-        regions = reranker.reduce(q.image_tokens)
-        fusion = reranker.score_texts(regions, states)
+        fusion = None
+        if reranker.mix["i2t"]:  # 0: this direction re-ranks by the prior alone
+            fusion = reranker.score_texts(reranker.reduce(q.image_tokens), states)
         prior = reranker.prior("i2t", states.vectors.float().cpu().numpy())
         return apply_rerank(hits, fusion, reranker.mix["i2t"], k, prior)
 

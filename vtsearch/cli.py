@@ -365,11 +365,15 @@ def eval_cmd(
         if d.r1_gain_ci is not None:
             gain = d.rerank["R@1"] - d.bi["R@1"]
             own = d.rerank["R@1"] - d.prior_only["R@1"]
+            share = (
+                f"of it, the fusion scorer over the prior alone {own:+.1f} "
+                f"[{d.scorer_gain_ci[0]:+.1f}, {d.scorer_gain_ci[1]:+.1f}]"
+                if d.scorer_used
+                else "the fusion scorer is off for this direction (prior only)"
+            )
             click.echo(
                 f"{label:<16}R@1 gain {gain:+.1f} points, paired bootstrap 95% interval "
-                f"[{d.r1_gain_ci[0]:+.1f}, {d.r1_gain_ci[1]:+.1f}]; of it, the fusion scorer "
-                f"over the prior alone {own:+.1f} [{d.scorer_gain_ci[0]:+.1f}, "
-                f"{d.scorer_gain_ci[1]:+.1f}]"
+                f"[{d.r1_gain_ci[0]:+.1f}, {d.r1_gain_ci[1]:+.1f}]; {share}"
             )
     if report.text_to_image.rerank is None:
         click.echo("(no fusion scorer for this model: bi-encoder figures only)")

@@ -19,7 +19,7 @@ from vtsearch.storage.tokens import TokenCache
 
 @pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=32, rerank_k=5)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), rerank_k=5)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def indexed(db) -> int:
 
 @pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=32, rerank_k=6)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), rerank_k=6)
 
 
 def test_queries_during_indexing_never_fail_nor_see_half_written_state(tmp_path, lite, scorer_path):

@@ -32,7 +32,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "VTSEARCH_CHECKPOINT_SECONDS": "0"}
 
 @pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=32, rerank_k=5)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), rerank_k=5)
 
 
 def first_corpus(folder: Path) -> None:

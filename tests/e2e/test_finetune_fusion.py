@@ -7,14 +7,21 @@ from click.testing import CliRunner
 from conftest import SAMPLES
 
 from vtsearch.cli import main
-from vtsearch.models.fusion import FusionConfig, FusionScorer, load_fusion, save_fusion
+from vtsearch.models.fusion import (
+    FusionConfig,
+    FusionScorer,
+    attach_heads,
+    load_fusion,
+    save_fusion,
+)
+from vtsearch.models.lite import load_heads
 
 
 def test_finetune_on_a_captioned_folder_writes_a_usable_scorer(tmp_path):
     torch.manual_seed(0)
-    base = FusionScorer(FusionConfig(d=32, heads=2, layers=1, region_dim=32))
+    base = FusionScorer(FusionConfig())
     base.reducer.fit(torch.randn(300, 1280))
-    torch.nn.init.zeros_(base.head[-1].weight)
+    attach_heads(base, load_heads())
     base_path = tmp_path / "base.safetensors"
     bank = torch.nn.functional.normalize(torch.randn(64, 1152), dim=1)
     settings = {"mix": 0.05, "alpha": 0.5, "beta": 20.0}
@@ -38,8 +45,13 @@ def test_finetune_on_a_captioned_folder_writes_a_usable_scorer(tmp_path):
     assert metrics["held_out"] is False and "t2i_rerank_r1" in metrics
     tuned, extra, tensors = load_fusion(out)
     assert set(tensors) == {"bank.texts", "bank.images"} and extra["t2i"]["beta"] == 20.0
-    # Fine-tuning moved the weights away from the base's zero head.
-    assert tuned.head[-1].weight.abs().sum() > 0
+    # Fine-tuning moved the trained parts away from the base's zero-initialised ones, and left
+    # the bi-encoder's heads alone.
+    assert tuned.word_weight.weight.abs().sum() > 0
+    assert not torch.equal(tuned.log_gain, base.log_gain)
+    for name, value in base.state_dict().items():
+        if name.startswith(FusionScorer.FROZEN):
+            torch.testing.assert_close(tuned.state_dict()[name], value, atol=1e-2, rtol=1e-2)
 
     db = tmp_path / "coll"
     r = CliRunner().invoke(main, ["--db", str(db), "--reranker", str(out), "index", str(SAMPLES)])

@@ -17,7 +17,7 @@ from vtsearch.storage.tokens import TokenCache
 
 @pytest.fixture(scope="module")
 def scorer_path(tmp_path_factory):
-    return save_random_scorer(tmp_path_factory.mktemp("fusion"), d=64, rerank_k=10, fit_rows=600)
+    return save_random_scorer(tmp_path_factory.mktemp("fusion"), rerank_k=10, fit_rows=600)
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_evaluate_reports_rerank_gain_with_an_interval(tmp_path, photos, lite, s
 
 def test_query_bank_prior_is_subtracted_per_direction(tmp_path, photos, lite):
     torch.manual_seed(1)
-    scorer = FusionScorer(FusionConfig(d=64, heads=2, layers=1))
+    scorer = FusionScorer(FusionConfig())
     scorer.reducer.fit(torch.randn(600, 1280))
     # Banks of real sample vectors, so the priors differ visibly between candidates.
     caps = [ln.split("\t")[1] for ln in (SAMPLES / "captions.txt").read_text().splitlines()]

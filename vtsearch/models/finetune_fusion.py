@@ -71,7 +71,7 @@ def finetune_fusion(
     base: Path,
     epochs: int = 4,
     seed: int = 0,
-    lr: float = 1e-4,
+    lr: float = 1e-3,
     log: Log | None = None,
 ) -> dict[str, float]:
     """Fine-tune the scorer in ``base`` on ``captions`` (image file name -> its captions) and
@@ -81,7 +81,7 @@ def finetune_fusion(
 
     t0 = time.time()
     scorer, extra, tensors = load_fusion(base)
-    reranker = FusionReranker.load(base)
+    reranker = FusionReranker.from_loaded(scorer, extra, tensors, base)
     names = sorted(captions)
     paths = [str(images_dir / n) for n in names]
     keep, img_vecs, regions = _embed_images(embedder, reranker.reduce, paths)
@@ -137,9 +137,7 @@ def finetune_fusion(
         data,
         lists["train"],
         lists["dev"],
-        config=scorer.config,
-        reducer_state=scorer.reducer.state_dict(),
-        init_state=scorer.state_dict(),
+        scorer=scorer.train(),
         seed=seed,
         epochs=epochs,
         batch_size=min(32, max(2, n // 4)),

@@ -1,16 +1,26 @@
 """The cross-attention fusion scorer: every word of a text looks at every region of an image.
 
-Text token states are the queries; image region tokens (with 2-D position embeddings) are the
-keys and values; ``softmax(QK^T / sqrt(d)) V`` (``F.scaled_dot_product_attention``) gathers, for
-each word, what the image shows about it, and a small head turns the attended words into one score
-per (text, image) pair. Nothing mixes pairs in a batch (no batch norm), so a pair's score never
-depends on the other candidates it is scored with.
+Words and regions meet in the bi-encoder's joint space: one member of vtsearch-lite's trained head
+pairs maps each MiniLM word state and each (PCA-compressed) region of the image tower's 7x7 map
+to a unit vector, so the scorer starts from similarities that already mean something (SCAN, Lee
+et al. 2018, run in the joint space) instead of learning a matcher from 6,000 images. Words are
+the queries and regions the keys and values of ``softmax(QK^T / sqrt(d) + b) V``, where ``b`` is
+a learned 2-D position bias (row plus column); each word is scored by how well what it found
+matches it (the cosine of the word and its attended regions), and the words are pooled with
+weights learned from their MiniLM states (so "a" and "the" count less than "dog").
+
+What is learned depends only on similarities, positions and MiniLM states, never on coordinates
+of the joint space: training reads features made by bi-encoders that never saw the training
+images (cross-fitting), each with a joint space of its own, and the same parameters must work in
+the shipped one. Nothing mixes pairs in a batch, so a pair's score never depends on the other
+candidates it is scored with.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -19,20 +29,24 @@ from torch import nn
 
 from vtsearch.errors import ModelNotFoundError
 
+VERSION = 2
+
 
 @dataclass
 class FusionConfig:
     text_dim: int = 384
-    #: Size of the raw region tokens the image tower gives (before the reducer).
+    #: Size of the raw region tokens the image tower gives.
     region_in: int = 1280
-    #: Size of a region token after the fixed linear reducer; this is what the token cache stores.
+    #: Whitened PCA of raw regions, the input of the region head.
+    pca_dim: int = 256
+    #: Hidden size of the (frozen) joint-space heads, as in vtsearch-lite.
+    hidden: int = 1024
+    #: Size of the joint space; a region token of this size is what the token cache stores.
     region_dim: int = 256
     grid: int = 7
-    #: Small on purpose: every region of every candidate passes through it, on a laptop CPU.
-    d: int = 128
-    heads: int = 4
-    layers: int = 1
-    dropout: float = 0.1
+    #: Starting sharpness of word-to-region attention (SCAN's lambda, best untrained on dev).
+    init_sharpness: float = 9.0
+    version: int = VERSION
 
     @property
     def n_regions(self) -> int:
@@ -43,12 +57,20 @@ class FusionConfig:
 
     @classmethod
     def from_json(cls, text: str) -> FusionConfig:
-        return cls(**json.loads(text))
+        raw = json.loads(text)
+        if raw.get("version", 1) != VERSION:
+            raise ModelNotFoundError(
+                "these fusion weights were made by an older vtsearch (scorer version "
+                f"{raw.get('version', 1)}, this one reads {VERSION}); retrain them with "
+                "`vtsearch train fusion` or use the shipped ones"
+            )
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 class RegionReducer(nn.Module):
-    """A fixed linear map (PCA fitted on training images) from raw region features to the compact
-    tokens the cache stores, so re-ranking reads 12 KB per image instead of 125 KB."""
+    """A fixed linear map (PCA fitted on training images) from raw region features to compact,
+    unit-variance components."""
 
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -70,103 +92,155 @@ class RegionReducer(nn.Module):
     def forward(self, regions: torch.Tensor) -> torch.Tensor:
         return (regions.float() - self.mean) @ self.proj
 
+    def inverse(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` with ``z @ W + b`` the raw features a reduced ``z`` stands for."""
+        return torch.linalg.pinv(self.proj), self.mean
 
-class CrossAttentionBlock(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float) -> None:
+
+class ProjectionMLP(nn.Module):
+    """``second(gelu(first(x))) + shortcut(x)``: vtsearch-lite's head shape, with any fixed affine
+    map of its input folded into ``first`` and ``shortcut`` (see :meth:`fold`)."""
+
+    def __init__(self, d_in: int, hidden: int, d_out: int) -> None:
         super().__init__()
-        self.heads = heads
-        self.norm_q, self.norm_kv = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
-        self.ff = nn.Sequential(
-            nn.LayerNorm(d),
-            nn.Linear(d, 4 * d),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(4 * d, d),
-        )
-        self.dropout = dropout
+        self.first = nn.Linear(d_in, hidden)
+        self.second = nn.Linear(hidden, d_out)
+        self.shortcut = nn.Linear(d_in, d_out)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(F.gelu(self.first(x))) + self.shortcut(x)
 
-    def forward(self, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-        q = self._split(self.q(self.norm_q(words)))
-        kv = self.norm_kv(regions)
-        k, v = self._split(self.k(kv)), self._split(self.v(kv))
-        att = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0
-        )  # softmax(QK^T / sqrt(d_head)) V
-        b, h, t, dh = att.shape
-        words = words + self.out(att.transpose(1, 2).reshape(b, t, h * dh))
-        return words + self.ff(words)
+    @torch.no_grad()
+    def fold(
+        self,
+        mlp_in: nn.Linear,
+        mlp_out: nn.Linear,
+        linear: nn.Linear,
+        w: torch.Tensor,
+        b: torch.Tensor,
+    ) -> ProjectionMLP:
+        """Become ``x -> head(x @ w + b)`` for a head ``mlp_out(gelu(mlp_in(.))) + linear(.)``."""
+        for mine, theirs in ((self.first, mlp_in), (self.shortcut, linear)):
+            mine.weight.copy_(theirs.weight @ w.T)
+            mine.bias.copy_(theirs.weight @ b + theirs.bias)
+        self.second.load_state_dict(mlp_out.state_dict())
+        return self
+
+
+class JointRegions(nn.Module):
+    """Raw region features -> unit vectors in the joint space: the tokens the cache stores."""
+
+    def __init__(self, cfg: FusionConfig) -> None:
+        super().__init__()
+        self.pca = RegionReducer(cfg.region_in, cfg.pca_dim)
+        self.head = ProjectionMLP(cfg.pca_dim, cfg.hidden, cfg.region_dim)
+
+    def fit(self, regions: torch.Tensor) -> JointRegions:
+        """Fit the PCA (the head is set by :func:`attach_heads`)."""
+        self.pca.fit(regions)
+        return self
+
+    def forward(self, regions: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.pca(regions)), dim=-1)
+
+
+def attach_heads(scorer: FusionScorer, heads: nn.Module, member: int = 0) -> FusionScorer:
+    """Copy one member of vtsearch-lite's head pairs (:class:`~vtsearch.models.lite.LiteHeads`)
+    into the scorer's frozen word and region maps, with the z-scoring (and, for regions, the
+    inverse of the fitted PCA) folded into their first layers."""
+    with torch.no_grad():
+        img, txt = heads.image_heads[member], heads.text_heads[member]
+        w, b = scorer.reducer.pca.inverse()
+        std, mean = heads.img_std.float(), heads.img_mean.float()
+        scorer.reducer.head.fold(img.mlp[0], img.mlp[3], img.linear, w / std, (b - mean) / std)
+        std, mean = heads.txt_std.float(), heads.txt_mean.float()
+        scorer.words.fold(txt.mlp[0], txt.mlp[3], txt.linear, torch.diag(1.0 / std), -mean / std)
+    return scorer
+
+
+def content_words(mask: torch.Tensor) -> torch.Tensor:
+    """The mask without the first and last token of each text ([CLS] and [SEP]) when that leaves
+    at least one."""
+    lens = mask.sum(1, keepdim=True)
+    pos = torch.arange(mask.shape[1], device=mask.device)[None, :]
+    inner = mask & (pos > 0) & (pos < lens - 1)
+    return torch.where(inner.any(1, keepdim=True), inner, mask)
 
 
 class FusionScorer(nn.Module):
-    """Scores (text, image) pairs from text token states and image region tokens.
+    """Scores (text, image) pairs from MiniLM token states and cached region tokens.
 
     Example:
-        >>> scorer = FusionScorer(FusionConfig(d=32, heads=2, layers=1, region_dim=16)).eval()
+        >>> scorer = FusionScorer(FusionConfig(region_in=24, pca_dim=8, hidden=16, region_dim=8))
         >>> text = torch.randn(5, 7, 384); mask = torch.ones(5, 7, dtype=torch.bool)
-        >>> scorer.score(text, mask, torch.randn(5, 49, 16)).shape
+        >>> scorer.eval().score(text, mask, torch.randn(5, 49, 8)).shape
         torch.Size([5])
     """
+
+    #: Parameters copied from the bi-encoder, never trained here.
+    FROZEN = ("reducer.", "words.")
 
     def __init__(self, config: FusionConfig | None = None) -> None:
         super().__init__()
         cfg = self.config = config or FusionConfig()
-        self.reducer = RegionReducer(cfg.region_in, cfg.region_dim)
-        self.text_in = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.d))
-        self.region_in = nn.Linear(cfg.region_dim, cfg.d)
-        # 2-D position: a row embedding plus a column embedding per region of the grid.
-        self.row = nn.Parameter(torch.zeros(cfg.grid, cfg.d))
-        self.col = nn.Parameter(torch.zeros(cfg.grid, cfg.d))
-        self.blocks = nn.ModuleList(
-            CrossAttentionBlock(cfg.d, cfg.heads, cfg.dropout) for _ in range(cfg.layers)
-        )
-        # Matching: each word attends once more over the regions, and a per-word MLP reads the
-        # word, what it found, and their product (the product is what makes a match easy to see).
-        self.match_q = nn.Linear(cfg.d, cfg.d)
-        self.match_k = nn.Linear(cfg.d, cfg.d)
-        self.match_v = nn.Linear(cfg.d, cfg.d)
-        self.head = nn.Sequential(
-            nn.LayerNorm(3 * cfg.d), nn.Linear(3 * cfg.d, cfg.d), nn.GELU(), nn.Linear(cfg.d, 1)
-        )
-        nn.init.normal_(self.row, std=0.02)
-        nn.init.normal_(self.col, std=0.02)
+        self.reducer = JointRegions(cfg)
+        self.words = ProjectionMLP(cfg.text_dim, cfg.hidden, cfg.region_dim)
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(cfg.init_sharpness)))
+        # 2-D position: a row bias plus a column bias on the attention logits.
+        self.row = nn.Parameter(torch.zeros(cfg.grid))
+        self.col = nn.Parameter(torch.zeros(cfg.grid))
+        self.word_weight = nn.Linear(cfg.text_dim, 1)
+        self.log_gain = nn.Parameter(torch.tensor(0.0))
+        # Starts as SCAN: every content word weighted the same.
+        nn.init.zeros_(self.word_weight.weight)
+        nn.init.zeros_(self.word_weight.bias)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith(self.FROZEN)]
 
     def positions(self) -> torch.Tensor:
-        g = self.config.grid
-        return (self.row[:, None, :] + self.col[None, :, :]).reshape(g * g, -1)
+        return (self.row[:, None] + self.col[None, :]).reshape(-1)
+
+    def text_words(self, text_states: torch.Tensor) -> torch.Tensor:
+        """Unit joint-space vectors ``[B, T, region_dim]`` of each token."""
+        return F.normalize(self.words(F.normalize(text_states.float(), dim=-1)), dim=-1)
 
     def forward(
-        self, text_states: torch.Tensor, text_mask: torch.Tensor, regions: torch.Tensor
+        self,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        regions: torch.Tensor,
+        words: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits ``[B]`` for text states ``[B, T, text_dim]`` (mask ``[B, T]``) and reduced region
-        tokens ``[B, N, region_dim]``."""
-        words = self.text_in(text_states.float())
-        regs = self.region_in(regions.float()) + self.positions()[: regions.shape[1]]
-        for block in self.blocks:
-            words = block(words, regs)
+        """Logits ``[B]`` for text states ``[B, T, text_dim]`` (mask ``[B, T]``) and region tokens
+        ``[B, N, region_dim]``; ``words`` are the text's joint vectors when already computed."""
+        if words is None:
+            words = self.text_words(text_states)
+        words = words.float()
+        regs = F.normalize(regions.float(), dim=-1)  # cached tokens come back from int8
+        n, d = regs.shape[1], regs.shape[2]
+        q = words * (self.log_sharpness.exp() * math.sqrt(d))
+        bias = self.positions()[:n].view(1, 1, 1, n)
         found = F.scaled_dot_product_attention(
-            self.match_q(words).unsqueeze(1),
-            self.match_k(regs).unsqueeze(1),
-            self.match_v(regs).unsqueeze(1),
-        ).squeeze(1)  # [B, T, d]: softmax(QK^T / sqrt(d)) V per word
-        per_word = self.head(torch.cat([words, found, words * found], dim=-1)).squeeze(-1)
-        m = text_mask.to(per_word.dtype)
-        return (per_word * m).sum(1) / m.sum(1).clamp(min=1.0)
+            q.unsqueeze(1), regs.unsqueeze(1), regs.unsqueeze(1), attn_mask=bias
+        ).squeeze(1)  # [B, T, d]: softmax(QK^T / sqrt(d) + b) V, what each word found
+        per_word = (words * found).sum(-1) / found.norm(dim=-1).clamp(min=1e-6)
+        content = content_words(text_mask.bool())
+        logit = self.word_weight(text_states.float()).squeeze(-1).masked_fill(~content, -1e9)
+        weights = torch.softmax(logit, -1) * content
+        return self.log_gain.exp() * (weights * per_word).sum(-1)
 
     @torch.inference_mode()
     def score(
         self, text_states: torch.Tensor, text_mask: torch.Tensor, regions: torch.Tensor
     ) -> torch.Tensor:
-        """``forward`` without gradients; one text against many images broadcasts its states."""
+        """``forward`` without gradients; one text against many images is encoded once."""
         b = regions.shape[0]
+        words = self.text_words(text_states)
         if text_states.shape[0] == 1 and b > 1:
-            text_states = text_states.expand(b, -1, -1)
-            text_mask = text_mask.expand(b, -1)
-        return self.forward(text_states, text_mask, regions)
+            text_states, text_mask = text_states.expand(b, -1, -1), text_mask.expand(b, -1)
+            words = words.expand(b, -1, -1)
+        return self.forward(text_states, text_mask, regions, words)
 
 
 def save_fusion(

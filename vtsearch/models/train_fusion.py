@@ -33,6 +33,11 @@ DIRECTIONS = ("t2i", "i2t")
 BANK_SIZE = 4096
 BETA = 20.0
 INIT_ALPHA = 0.75
+#: Starting weight of the scorer against the bi-encoder score scaled by ``init_scale`` 30: the
+#: untrained scorer (SCAN in the joint space) helped most on dev at 0.3 bi-encoder units.
+INIT_GAIN = 9.0
+#: Scorer weight of a direction switched off: small enough to change no order in training code.
+OFF = 1e-6
 Log = Callable[[str], None]
 
 
@@ -40,10 +45,13 @@ Log = Callable[[str], None]
 class FusionData:
     """Everything a training or evaluation pass reads, indexed by image and caption row."""
 
-    regions: np.ndarray  # [I, N, region_dim] float32 (reduced)
-    states: np.ndarray  # [C, T, 384] float16 (memory-mapped)
+    regions: np.ndarray  # [I, N, region_dim] region tokens, as the cache stores them
+    states: np.ndarray  # [C, T, 384] float16 MiniLM token states
     lens: np.ndarray  # [C]
     caption_image: np.ndarray  # [C] image row of each caption
+    #: [C, T, region_dim] joint-space word vectors, when they come from another bi-encoder than
+    #: the scorer's own (cross-fitting); None: the scorer computes them.
+    words: np.ndarray | None = None
 
 
 @dataclass
@@ -133,14 +141,19 @@ class Mixer(torch.nn.Module):
         return self.log_scale[direction].exp() * (bi - self.alpha[direction] * prior)
 
     def settings(self) -> dict[str, dict[str, float]]:
-        """What inference needs: final score = bi - alpha * prior + mix * g (bi-encoder units)."""
+        """What inference needs: final score = bi - alpha * prior + mix * g (bi-encoder units);
+        mix 0 (the scorer is not run) for a direction calibrated off."""
         return {
             d: {
-                "mix": float(torch.exp(-self.log_scale[d].detach())),
+                "mix": _mix(float(torch.exp(-self.log_scale[d].detach()))),
                 "alpha": float(self.alpha[d].detach()),
             }
             for d in DIRECTIONS
         }
+
+
+def _mix(value: float) -> float:
+    return 0.0 if value <= OFF * 1.001 else value
 
 
 def _pairs(
@@ -156,11 +169,15 @@ def _pairs(
     t = int(lens.max())
     states = torch.from_numpy(np.asarray(data.states[text_rows, :t], dtype=np.float32))
     mask = torch.arange(t)[None, :] < torch.from_numpy(lens)[:, None]
-    regions = torch.from_numpy(data.regions[image_rows])
+    regions = torch.from_numpy(np.asarray(data.regions[image_rows], dtype=np.float32))
+    words = None
+    if data.words is not None:
+        words = torch.from_numpy(np.asarray(data.words[text_rows, :t], dtype=np.float32))
     return (
         states,
         mask,
         regions,
+        words,
         torch.from_numpy(lists.bi[rows]),
         torch.from_numpy(lists.prior[rows]),
         torch.from_numpy(lists.positive[rows]),
@@ -170,8 +187,8 @@ def _pairs(
 def _logits(
     scorer: FusionScorer, mixer: Mixer, data: FusionData, lists: Lists, rows, direction: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    states, mask, regions, bi, prior, pos = _pairs(data, lists, rows, direction)
-    g = scorer(states, mask, regions).view(bi.shape)
+    states, mask, regions, words, bi, prior, pos = _pairs(data, lists, rows, direction)
+    g = scorer(states, mask, regions, words).view(bi.shape)
     return mixer.base(direction, bi, prior) + g, bi, prior, pos
 
 
@@ -210,6 +227,85 @@ def list_recall(
     return out
 
 
+@torch.no_grad()
+def calibrate(
+    scorer: FusionScorer,
+    mixer: Mixer,
+    data: FusionData,
+    dev: dict[str, Lists],
+    alphas: tuple[float, ...] = tuple(np.arange(0.5, 1.201, 0.05)),
+    factors: tuple[float, ...] = tuple(np.arange(0.0, 3.001, 0.125)),
+    batch: int = 64,
+    log: Log | None = None,
+) -> Mixer:
+    """Set, per direction, the prior weight and the scorer's weight that give the best dev R@1
+    (the scorer's weight as a factor of the trained one); ties go to the trained values. The
+    mixing learned on cross-fitted training lists drifts with the epochs (the prior's weight grew
+    past 1 while dev wanted about 0.9), and two numbers per direction are what dev is for.
+
+    A direction keeps the scorer only when its own gain over the prior alone (at the chosen
+    prior weight) has a paired bootstrap 95% interval over dev images above zero; otherwise its
+    weight is 0 (prior only) and the prior weight is chosen again without it."""
+    scorer.eval()
+    for d, lists in dev.items():
+        parts = []
+        for i in range(0, len(lists.queries), batch):
+            rows = np.arange(i, min(i + batch, len(lists.queries)))
+            states, mask, regions, words, bi, prior, pos = _pairs(data, lists, rows, d)
+            parts.append((scorer(states, mask, regions, words).view(bi.shape), bi, prior, pos))
+        g, bi, prior, pos = (torch.cat(x) for x in zip(*parts, strict=True))
+        mix0, alpha0 = mixer.settings()[d]["mix"], float(mixer.alpha[d])
+
+        def r1(alpha: float, mix: float, g=g, bi=bi, prior=prior, pos=pos) -> float:
+            return float((_first_hit_rank(bi - alpha * prior + mix * g, pos) == 1).mean())
+
+        mixes = [float(f) * mix0 for f in factors]
+        r, alpha, mix = _grid(r1, alpha0, mix0, alphas, mixes)
+        groups = data.caption_image[lists.queries] if d == "t2i" else lists.queries
+        with_g = _first_hit_rank(bi - alpha * prior + mix * g, pos) == 1
+        without = _first_hit_rank(bi - alpha * prior, pos) == 1
+        lo = _bootstrap_low(with_g.astype(float) - without, groups, seed=0)
+        if mix > 0 and lo <= 0:
+            r, alpha, mix = _grid(r1, alpha0, 0.0, alphas, [0.0])
+        mixer.alpha[d].data.fill_(alpha)
+        mixer.log_scale[d].data.fill_(-math.log(max(mix, OFF)))
+        if log:
+            log(
+                f"{d}: dev R@1 {100 * r:.2f} at alpha {alpha:.2f}, mix {mix:.4f} "
+                f"(scorer's own gain, 95% low end {100 * lo:+.2f})"
+            )
+    return mixer
+
+
+def _grid(
+    r1: Callable[[float, float], float],
+    alpha0: float,
+    mix0: float,
+    alphas: tuple[float, ...],
+    mixes: list[float],
+) -> tuple[float, float, float]:
+    """``(R@1, alpha, mix)`` of the best grid point; ties keep ``(alpha0, mix0)``."""
+    best = (r1(alpha0, mix0), alpha0, mix0)
+    for a in alphas:
+        for m in mixes:
+            r = r1(float(a), m)
+            if r > best[0] + 1e-9:
+                best = (r, float(a), m)
+    return best
+
+
+def _bootstrap_low(diff: np.ndarray, groups: np.ndarray, seed: int, n: int = 2000) -> float:
+    """Lower end of the paired bootstrap 95% interval of ``mean(diff)``, resampling groups
+    (the captions of one image move together)."""
+    _, inverse = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inverse, weights=diff)
+    counts = np.bincount(inverse).astype(float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sums), size=(n, len(sums)))
+    means = sums[picks].sum(1) / counts[picks].sum(1)
+    return float(np.quantile(means, 0.025))
+
+
 def _epoch_rows(rng: np.random.Generator, queries: np.ndarray, key: np.ndarray) -> np.ndarray:
     """Positions of one random query per distinct ``key[queries]`` value, in random order: for
     text->image an epoch sees every image once, with its captions rotating over epochs."""
@@ -223,36 +319,30 @@ def train_scorer(
     train: dict[str, Lists],
     dev: dict[str, Lists],
     *,
-    config: FusionConfig,
-    reducer_state: dict[str, torch.Tensor],
-    init_state: dict[str, torch.Tensor] | None = None,
+    scorer: FusionScorer,
     seed: int = 0,
     epochs: int = 4,
     batch_size: int = 32,
-    lr: float = 3e-4,
+    lr: float = 3e-3,
     init_scale: float = 30.0,
     init_alpha: float = INIT_ALPHA,
+    init_gain: float | None = None,
     select_last: bool = False,
     log: Log | None = None,
     checkpoint: Callable[[FusionScorer, Mixer, dict], None] | None = None,
 ) -> tuple[FusionScorer, Mixer, dict[str, float]]:
-    """Listwise residual training over both directions' lists; keeps the epoch with the best
-    dev re-ranked R@1 (text->image plus image->text), or the last with ``select_last``.
-    ``init_state`` fine-tunes a trained scorer."""
+    """Listwise residual training of ``scorer`` (its word and region maps stay frozen) over both
+    directions' lists; keeps the epoch with the best dev re-ranked R@1 (text->image plus
+    image->text), or the last with ``select_last``. ``init_gain`` sets the scorer's starting
+    weight (a fresh scorer's unit gain is far too small next to the scaled bi-encoder score)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    scorer = FusionScorer(config)
-    if init_state is not None:
-        scorer.load_state_dict(init_state)
-    else:
-        # g starts at exactly zero: training begins from the bi-encoder's own ranking.
-        torch.nn.init.zeros_(scorer.head[-1].weight)
-        torch.nn.init.zeros_(scorer.head[-1].bias)
-    scorer.reducer.load_state_dict(reducer_state)
+    if init_gain is not None:
+        with torch.no_grad():
+            scorer.log_gain.fill_(math.log(init_gain))
     mixer = Mixer(init_scale, init_alpha)
-    params = [p for n, p in scorer.named_parameters() if not n.startswith("reducer.")]
     opt = torch.optim.AdamW(
-        [{"params": params}, {"params": mixer.parameters(), "weight_decay": 0.0}],
+        [{"params": scorer.trainable()}, {"params": mixer.parameters(), "weight_decay": 0.0}],
         lr=lr,
         weight_decay=0.01,
     )
@@ -351,6 +441,11 @@ def _bank_rows(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, min(BANK_SIZE, n), replace=False))
 
 
+def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
+    """The cross-fitting fold of each of ``n`` training images."""
+    return np.random.default_rng(seed).permutation(n) % folds
+
+
 def cross_fit(
     train: dict[str, torch.Tensor],
     dev: dict[str, torch.Tensor],
@@ -359,12 +454,14 @@ def cross_fit(
     seed: int,
     depth: int = 50,
     betas: tuple[float, ...] = (10.0, 20.0, 40.0),
+    heads_path: Callable[[int], Path] | None = None,
     log: Log | None = None,
 ) -> dict[str, np.ndarray]:
     """Top-``depth`` lists (both directions) and query-bank priors of every train item, each from
     a bi-encoder trained without that item's fold, searched among the fold's own items (a pool of
-    about the size of a test collection); the banks come from the other folds."""
-    from vtsearch.models.lite import load_heads
+    about the size of a test collection); the banks come from the other folds. Each fold's heads
+    are saved to ``heads_path(fold)`` when given (the scorer's features come from them too)."""
+    from vtsearch.models.lite import load_heads, save_heads
     from vtsearch.models.train_biencoder import build_heads, train_biencoder
 
     shipped = load_heads()
@@ -372,7 +469,7 @@ def cross_fit(
     defaults = inspect.signature(train_biencoder).parameters
     recipe = {k: defaults[k].default for k in ("label_smoothing", "mean_caption") if k in defaults}
     n = train["pooled"].shape[0]
-    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    fold_of = fold_assignment(n, folds, seed)
     rng = np.random.default_rng(seed + 1)
     out = {
         "t2i_ids": np.zeros((5 * n, depth), np.int64),
@@ -401,6 +498,8 @@ def cross_fit(
             seed=seed + 100 * f,
             **recipe,
         )
+        if heads_path is not None:
+            save_heads(heads, heads_path(f))
         with torch.no_grad():
             img = heads.image_vectors(train["pooled"][held], train["logits"][held]).float()
             txt = heads.text_vectors(train["text"][held_caps]).float()
@@ -440,14 +539,27 @@ def shipped_banks(train: dict[str, torch.Tensor], seed: int = 0) -> dict[str, to
         }
 
 
-def _reduce(
-    scorer: FusionScorer, raw: np.ndarray, rows: np.ndarray, chunk: int = 500
-) -> np.ndarray:
-    out = np.empty((len(rows), raw.shape[1], scorer.config.region_dim), dtype=np.float32)
-    for i in range(0, len(rows), chunk):
-        part = torch.from_numpy(np.asarray(raw[rows[i : i + chunk]], dtype=np.float32))
-        out[i : i + chunk] = scorer.reducer(part).numpy()
-    return out
+def _joint_features(
+    scorer: FusionScorer,
+    raw_regions: np.ndarray,
+    image_rows: np.ndarray,
+    states: np.ndarray,
+    caption_rows: np.ndarray,
+    chunk: int = 500,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Region tokens of ``image_rows`` and joint word vectors of ``caption_rows`` (fp16), through
+    the scorer's current heads."""
+    d = scorer.config.region_dim
+    regions = np.empty((len(image_rows), raw_regions.shape[1], d), dtype=np.float16)
+    words = np.empty((len(caption_rows), states.shape[1], d), dtype=np.float16)
+    with torch.no_grad():
+        for i in range(0, len(image_rows), chunk):
+            part = np.asarray(raw_regions[image_rows[i : i + chunk]], dtype=np.float32)
+            regions[i : i + chunk] = scorer.reducer(torch.from_numpy(part)).half().numpy()
+        for i in range(0, len(caption_rows), chunk):
+            part = np.asarray(states[caption_rows[i : i + chunk]], dtype=np.float32)
+            words[i : i + chunk] = scorer.text_words(torch.from_numpy(part)).half().numpy()
+    return regions, words
 
 
 def train_fusion(
@@ -459,7 +571,7 @@ def train_fusion(
     folds: int = 5,
     k: int = 20,
     k_i2t: int = 10,
-    epochs: int = 4,
+    epochs: int = 3,
     config: FusionConfig | None = None,
     log: Log | None = None,
 ) -> dict[str, float]:
@@ -468,6 +580,7 @@ def train_fusion(
     ``k``/``k_i2t``: list lengths for text->image and image->text (an image has five right
     captions, so a shorter list holds as much signal)."""
     from vtsearch.models.features import DEFAULT_CACHE_DIR
+    from vtsearch.models.fusion import attach_heads
     from vtsearch.models.fusion_data import extract_regions, extract_text_states
     from vtsearch.models.lite import load_heads
     from vtsearch.models.train_biencoder import load_split_features
@@ -495,30 +608,53 @@ def train_fusion(
     regions7, _ = extract_regions([str(flickr_dir / "images" / n) for n in all_names], cache)
     n_train = len(splits["train"])
 
-    t0 = time.time()
-    sample = np.sort(np.random.default_rng(seed).choice(n_train, min(1500, n_train), replace=False))
-    raw = torch.from_numpy(np.asarray(regions7[sample], dtype=np.float32))
-    scorer0 = FusionScorer(config)
-    scorer0.reducer.fit(raw.reshape(-1, raw.shape[-1]))
-    caption_rows = _caption_rows(cache, names)
-    data = FusionData(
-        _reduce(scorer0, regions7, np.arange(len(names))),
-        np.asarray(states[caption_rows]),  # about 0.9 GB: read once, not per batch
-        lens[caption_rows],
-        np.repeat(np.arange(len(names)), 5),
-    )
-    if log:
-        log(f"reducer fitted and regions reduced in {time.time() - t0:.0f} s")
-
     train = load_split_features(flickr_dir, "train", None)
     dev = load_split_features(flickr_dir, "dev", None)
     fit_file = cache / f"crossfit-f{folds}-k50-s{seed}.npz"
-    if fit_file.exists():
+
+    def heads_path(f: int) -> Path:
+        return cache / f"foldheads-f{folds}-s{seed}-{f}.safetensors"
+
+    if fit_file.exists() and all(heads_path(f).exists() for f in range(folds)):
         with np.load(fit_file) as z:
             fit = dict(z)
     else:
-        fit = cross_fit(train, dev, folds=folds, seed=seed, log=log)
+        fit = cross_fit(train, dev, folds=folds, seed=seed, heads_path=heads_path, log=log)
         np.savez(fit_file, **fit)
+
+    t0 = time.time()
+    sample = np.sort(np.random.default_rng(seed).choice(n_train, min(1500, n_train), replace=False))
+    raw = torch.from_numpy(np.asarray(regions7[sample], dtype=np.float32))
+    scorer = FusionScorer(config)
+    scorer.reducer.fit(raw.reshape(-1, raw.shape[-1]))
+    caption_rows = _caption_rows(cache, names)
+    # Every train image and caption is seen through the joint space of the fold bi-encoder that
+    # never saw it; dev ones through the shipped bi-encoder, as at query time.
+    regions = np.empty((len(names), raw.shape[1], config.region_dim), dtype=np.float16)
+    words = np.empty((len(caption_rows), states.shape[1], config.region_dim), dtype=np.float16)
+    fold_of = fold_assignment(n_train, folds, seed)
+    for f in range(-1, folds):
+        if f < 0:
+            attach_heads(scorer, load_heads())
+            imgs = np.arange(n_train, len(names))
+        else:
+            attach_heads(scorer, load_heads(heads_path(f)))
+            imgs = np.flatnonzero(fold_of == f)
+        caps = (imgs[:, None] * 5 + np.arange(5)).reshape(-1)
+        regions[imgs], words[caps] = _joint_features(
+            scorer, regions7, imgs, states, caption_rows[caps]
+        )
+    attach_heads(scorer, load_heads())
+    data = FusionData(
+        regions,
+        np.asarray(states[caption_rows]),
+        lens[caption_rows],
+        np.repeat(np.arange(len(names)), 5),
+        words,
+    )
+    if log:
+        log(f"joint-space regions and words of {len(names)} images in {time.time() - t0:.0f} s")
+
     b = int(np.flatnonzero(np.isclose(fit["betas"], BETA))[0])
     img_prior = np.zeros(len(names), np.float32)
     txt_prior = np.zeros(5 * len(names), np.float32)
@@ -546,12 +682,22 @@ def train_fusion(
         data,
         train_lists,
         dev_lists,
-        config=config,
-        reducer_state=scorer0.reducer.state_dict(),
+        scorer=scorer,
         seed=seed,
         epochs=epochs,
+        init_gain=INIT_GAIN,
         log=log,
         checkpoint=lambda sc, mx, _m: save_trained(sc, mx, 50, out_path, banks),
     )
+    mixer = calibrate(scorer, mixer, data, dev_lists, log=log)
+    calibrated = {
+        f"{d}_{key}": v
+        for d in dev_lists
+        for key, v in list_recall(scorer, mixer, data, dev_lists[d], d).items()
+    }
     save_trained(scorer, mixer, 50, out_path, banks)
-    return {**metrics, "seconds": time.time() - t0}
+    return {
+        **metrics,
+        **{f"calibrated_{k}": v for k, v in calibrated.items()},
+        "seconds": time.time() - t0,
+    }

@@ -38,6 +38,17 @@ def home() -> Path:
     return Path(user_data_dir("vtsearch", appauthor=False))
 
 
+def cache_dir() -> Path:
+    """Per-machine derived files (e.g. the traced text tower): ``$VTSEARCH_CACHE`` or the user
+    cache dir. Separate from :func:`home`, so many collection homes share one cache."""
+    env = os.environ.get("VTSEARCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("vtsearch", appauthor=False))
+
+
 def default_collection() -> Path:
     return home() / "default"
 

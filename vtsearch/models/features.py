@@ -130,12 +130,10 @@ def text_features(
     return out
 
 
-def quiet_text_tower() -> torch.nn.Module:
-    """A ``TextTower`` built without transformers' progress bar and info logging."""
-    from transformers.utils import logging as hf_logging
-
+def quiet_text_tower(traced: bool = False) -> torch.nn.Module:
+    """A ``TextTower`` built without transformers' progress bar and info logging; ``traced``:
+    through the per-machine trace cache (fast cold start, CPU only)."""
+    from vtsearch.config import cache_dir
     from vtsearch.models.towers import TextTower
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    return TextTower()
+    return TextTower(traced_dir=cache_dir() if traced else None)

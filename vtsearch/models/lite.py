@@ -227,19 +227,22 @@ class LiteEmbedder(Embedder):
 
     def __init__(self, weights: Path | str = WEIGHTS_PATH, device: torch.device | str = "cpu"):
         from vtsearch.models.features import quiet_text_tower
-        from vtsearch.models.towers import lite_transform
 
         self.heads = load_heads(weights)
         self.dim = self.heads.config.dim
         self.revision = file_revision(weights)
         self._image_tower: torch.nn.Module | None = None
-        self.text_tower = quiet_text_tower().eval()
-        self._transform = lite_transform()
+        self.text_tower = quiet_text_tower(traced=torch.device(device).type == "cpu").eval()
+        self._transform: Callable[[Image.Image], torch.Tensor] | None = None
         self.device = torch.device("cpu")
         self.to(device)
 
     @property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        if self._transform is None:  # built on first use, like the image tower
+            from vtsearch.models.towers import lite_transform
+
+            self._transform = lite_transform()
         return self._transform
 
     @property
@@ -272,6 +275,11 @@ class LiteEmbedder(Embedder):
 
     def to(self, device: torch.device | str) -> LiteEmbedder:
         self.device = torch.device(device)
+        if self.device.type != "cpu" and getattr(self.text_tower, "traced", None) is not None:
+            from vtsearch.models.features import quiet_text_tower
+
+            # The CPU trace may hold CPU constants; other devices run transformers' model.
+            self.text_tower = quiet_text_tower(traced=False).eval()
         for module in (self.heads, self._image_tower, self.text_tower):
             if module is not None:
                 module.to(self.device)

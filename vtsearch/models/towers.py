@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms
+
+if TYPE_CHECKING:
+    from torchvision import transforms
 
 IMAGE_SIZE = 224
 # EfficientNet-Lite was trained on TF-style inputs, (x*255 - 127) / 128, not ImageNet mean/std.
@@ -24,6 +28,10 @@ TEXT_MAX_TOKENS = 128
 
 
 def lite_transform(size: int = IMAGE_SIZE) -> transforms.Compose:
+    # Imported here: torchvision's import pulls in torch._dynamo (2.4 s), which a text query
+    # never needs.
+    from torchvision import transforms
+
     return transforms.Compose(
         [
             transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
@@ -89,33 +97,157 @@ def minilm_path() -> str:
 
 
 class TextTower(nn.Module):
-    """all-MiniLM-L6-v2: mean-pooled, L2-normalised 384-d sentence vectors and token states."""
+    """all-MiniLM-L6-v2: mean-pooled, L2-normalised 384-d sentence vectors and token states.
+
+    Importing transformers' BERT costs about 2.7 s (it pulls in torch._dynamo and
+    torch.distributed), three quarters of a cold ``vtsearch query``. So on CPU the network is
+    traced once (TorchScript) into ``traced_dir`` and later loads read that file (0.1 s) with the
+    ``tokenizers`` library's own tokenizer: the same tokens and, checked when the trace is made,
+    the same states. Without ``traced_dir``, on another device, or when tracing is impossible,
+    transformers runs it as usual.
+    """
 
     feature_dim = 384
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, traced_dir: Path | None = None) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
         path = path or minilm_path()
+        self.net: nn.Module | None = None
+        self.traced: torch.jit.ScriptModule | None = None
+        file = _traced_file(path, traced_dir) if traced_dir is not None else None
+        if file is not None and file.is_file():
+            self.traced = _load_traced(file)
+        if self.traced is not None:
+            self.tokenizer = _fast_tokenizer(path)
+            return
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.net = AutoModel.from_pretrained(path).eval()
+        if file is not None:
+            _save_traced(self.net, self.tokenizer, path, file)
 
-    def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.traced is not None:
+            encs = self.tokenizer.encode_batch(texts)
+            ids = torch.tensor([e.ids for e in encs], dtype=torch.long)
+            mask = torch.tensor([e.attention_mask for e in encs], dtype=torch.long)
+            with torch.no_grad():
+                return self.traced(ids, mask), mask.bool()
+        assert self.net is not None
         device = next(self.net.parameters()).device
         enc = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=TEXT_MAX_TOKENS,
-            return_tensors="pt",
+            texts, padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
         ).to(device)
-        states = self.net(**enc).last_hidden_state
-        mask = enc["attention_mask"].bool()
+        return self.net(**enc).last_hidden_state, enc["attention_mask"].bool()
+
+    def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        states, mask = self._encode(list(texts))
         m = mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
         return F.normalize(pooled, dim=-1), states, mask
+
+
+class _StatesOnly(nn.Module):
+    """What is traced: token ids and mask in, last hidden states out."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def _traced_file(path: str, folder: Path) -> Path:
+    """One file per model weights and torch version: a change of either makes a new trace."""
+    import hashlib
+
+    weights = Path(path) / "model.safetensors"
+    st = weights.stat() if weights.exists() else None
+    key = f"{Path(path).resolve()}|{st and (st.st_size, st.st_mtime_ns)}|{torch.__version__}"
+    return folder / f"minilm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def _fast_tokenizer(path: str):
+    """The model's own ``tokenizer.json`` with BERT's padding and the tower's truncation."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+    tok.enable_truncation(TEXT_MAX_TOKENS)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tok
+
+
+def _load_traced(file: Path) -> torch.jit.ScriptModule | None:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            return torch.jit.load(str(file), map_location="cpu").eval()
+    except Exception:  # a damaged or foreign trace: rebuild through transformers
+        return None
+
+
+#: Texts the trace is checked on: lengths 3 to the truncation limit, padding, unicode.
+TRACE_CHECKS = (
+    ["a dog"],
+    ["a black and white dog runs through the snow near a red barn", "hi", "Straße, café ✓"],
+    ["word " * 200, "two children play on the beach"],
+)
+
+
+def _save_traced(net: nn.Module, hf_tokenizer, path: str, file: Path) -> None:
+    """Trace ``net`` and keep the file only if it and the fast tokenizer reproduce transformers'
+    own tokens and states on :data:`TRACE_CHECKS`; any failure just leaves no file."""
+    import tempfile
+    import warnings
+
+    try:
+        fast = _fast_tokenizer(path)
+        wrapped = _StatesOnly(net).eval()
+        example = hf_tokenizer(TRACE_CHECKS[1], padding=True, return_tensors="pt")
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(
+                wrapped, (example["input_ids"], example["attention_mask"]), check_trace=False
+            )
+            for texts in TRACE_CHECKS:
+                want = hf_tokenizer(
+                    texts,
+                    padding=True,
+                    truncation=True,
+                    max_length=TEXT_MAX_TOKENS,
+                    return_tensors="pt",
+                )
+                encs = fast.encode_batch(texts)
+                ids = torch.tensor([e.ids for e in encs])
+                mask = torch.tensor([e.attention_mask for e in encs])
+                if not (
+                    torch.equal(ids, want["input_ids"])
+                    and torch.equal(mask, want["attention_mask"])
+                ):
+                    return
+                m = mask.bool()
+                got, ref = traced(ids, mask)[m], wrapped(ids, mask)[m]
+                if not torch.allclose(got, ref, atol=1e-4, rtol=1e-4):
+                    return
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            traced.save(tmp)
+            os.replace(tmp, file)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except Exception:  # best effort: queries still work through transformers
+        return
 
 
 @lru_cache(maxsize=1)

@@ -407,6 +407,13 @@ class Catalog:
             stmt = select(TextRow.id, TextRow.text, TextRow.source).where(TextRow.id.in_(ids))
             return {i: (t, src) for i, t, src in s.execute(stmt)}
 
+    def text_vectors(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of texts, by id (a removed text is absent)."""
+        ids = list(ids)
+        with Session(self.engine) as s:
+            stmt = select(TextRow.id, TextRow.vector).where(TextRow.id.in_(ids))
+            return {i: np.frombuffer(v, dtype=np.float32) for i, v in s.execute(stmt)}
+
     def text_count(self) -> int:
         with Session(self.engine) as s:
             return int(s.scalar(select(func.count()).select_from(TextRow)) or 0)

@@ -396,11 +396,16 @@ class Engine:
         if isinstance(reranker, BlipReranker):
             fusion = reranker.score_texts(read_image(image), [h.text for h in hits])
             return apply_rerank(hits, fusion, 1.0, k)
-        states = embedder.encode_texts([h.text for h in hits])
+        # The prior reads the texts' stored vectors (a text removed meanwhile drops out).
+        stored = catalog.text_vectors(h.id for h in hits)
+        hits = [h for h in hits if h.id in stored]
+        if not hits:
+            return []
+        prior = reranker.prior("i2t", np.stack([stored[h.id] for h in hits]))
         fusion = None
         if reranker.mix["i2t"]:  # 0: this direction re-ranks by the prior alone
+            states = embedder.encode_texts([h.text for h in hits])
             fusion = reranker.score_texts(reranker.reduce(q.image_tokens), states)
-        prior = reranker.prior("i2t", states.vectors.float().cpu().numpy())
         return apply_rerank(hits, fusion, reranker.mix["i2t"], k, prior)
 
     def check(self, repair: bool = False) -> CheckReport:

@@ -55,3 +55,18 @@ def test_shipped_reranker_keeps_captioned_photos_first(sample_engine):
             ) == rerank
             firsts[rerank] += os.path.basename(hits[0].path) == name
     assert firsts[True] >= max(firsts[False] - 1, 14), firsts
+
+
+def test_shipped_image_to_text_ranks_by_the_prior_alone(sample_engine):
+    """The shipped weights switch the scorer off for image->text (its dev gain was not
+    significant): texts come ordered by bi-encoder score minus their query-bank prior, read from
+    their stored vectors, and the sample photo's own caption comes first."""
+    lines = [ln.split("\t") for ln in (SAMPLES / "captions.txt").read_text().splitlines()]
+    sample_engine.add_texts([c for _, c in lines], source="captions")
+    own = dict(lines)["coffee_cup.jpg"]
+    hits = sample_engine.search_texts(image=SAMPLES / "coffee_cup.jpg", k=5)
+    assert hits[0].text == own
+    assert all(h.rerank_score is None and h.prior is not None for h in hits)
+    scores = [h.bi_score - h.prior for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len({round(h.prior, 6) for h in hits}) > 1  # a real prior, not a constant

@@ -25,10 +25,11 @@ def test_finetune_on_a_captioned_folder_writes_a_usable_scorer(tmp_path):
     base_path = tmp_path / "base.safetensors"
     bank = torch.nn.functional.normalize(torch.randn(64, 1152), dim=1)
     settings = {"mix": 0.05, "alpha": 0.5, "beta": 20.0}
+    off = {"mix": 0.0, "alpha": 0.8, "beta": 20.0}  # as shipped: image->text by the prior alone
     save_fusion(
         base,
         base_path,
-        extra={"rerank_k": 10, "t2i": settings, "i2t": settings},
+        extra={"rerank_k": 10, "t2i": settings, "i2t": off},
         tensors={"bank.texts": bank, "bank.images": bank},
     )
     # Two captions per photo, and one line naming a file that is not there (skipped).
@@ -45,6 +46,8 @@ def test_finetune_on_a_captioned_folder_writes_a_usable_scorer(tmp_path):
     assert metrics["held_out"] is False and "t2i_rerank_r1" in metrics
     tuned, extra, tensors = load_fusion(out)
     assert set(tensors) == {"bank.texts", "bank.images"} and extra["t2i"]["beta"] == 20.0
+    assert extra["t2i"]["mix"] > 0 and extra["i2t"]["mix"] == 0.0
+    assert abs(extra["i2t"]["alpha"] - 0.8) < 1e-6
     # Fine-tuning moved the trained parts away from the base's zero-initialised ones, and left
     # the bi-encoder's heads alone.
     assert tuned.word_weight.weight.abs().sum() > 0

@@ -6,6 +6,7 @@ the honest kind the scorer meets at query time: no cross-fitting is needed here.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from vtsearch.errors import DatasetError
 from vtsearch.models.base import Embedder
 from vtsearch.models.fusion_data import MAX_TEXT_TOKENS
 from vtsearch.models.train_fusion import (
+    OFF,
     FusionData,
     Log,
     save_trained,
@@ -147,6 +149,13 @@ def finetune_fusion(
         select_last=not held.any(),
         log=log,
     )
+    for d in ("t2i", "i2t"):
+        base_d = extra.get(d)
+        if base_d is not None and not base_d.get("mix"):
+            # The base switched the scorer off for this direction on its dev set; a small
+            # captioned folder is no evidence to switch it back on.
+            mixer.log_scale[d].data.fill_(-math.log(OFF))
+            mixer.alpha[d].data.fill_(float(base_d.get("alpha", 0.0)))
     banks = {k: v for k, v in tensors.items() if k.startswith("bank.")}
     beta = extra.get("t2i", {}).get("beta", 20.0)
     save_trained(tuned, mixer, int(extra.get("rerank_k", 50)), out_path, banks or None, beta)

@@ -211,20 +211,31 @@ def list_recall(
 ) -> dict[str, float]:
     """R@1/5/10 within the lists for the bi-encoder alone (``bi``), with the prior (``prior``) and
     re-ranked (``rerank``). A query whose right answer is not in its list is a miss for all."""
-    scorer.eval()
-    ranks: dict[str, list[np.ndarray]] = {"bi": [], "prior": [], "rerank": []}
-    for i in range(0, len(lists.queries), batch):
-        rows = np.arange(i, min(i + batch, len(lists.queries)))
-        final, bi, prior, pos = _logits(scorer, mixer, data, lists, rows, direction)
-        ranks["bi"].append(_first_hit_rank(bi, pos))
-        ranks["prior"].append(_first_hit_rank(mixer.base(direction, bi, prior), pos))
-        ranks["rerank"].append(_first_hit_rank(final, pos))
+    g, bi, prior, pos = _list_scores(scorer, data, lists, direction, batch)
+    base = mixer.base(direction, bi, prior)
+    ranks = {"bi": bi, "prior": base, "rerank": base + g}
     out = {}
-    for name, parts in ranks.items():
-        r = np.concatenate(parts)
+    for name, scores in ranks.items():
+        r = _first_hit_rank(scores, pos)
         for k in (1, 5, 10):
             out[f"{name}_r{k}"] = float((r <= k).mean() * 100)
     return out
+
+
+@torch.no_grad()
+def _list_scores(
+    scorer: FusionScorer, data: FusionData, lists: Lists, direction: str, batch: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scorer's logits ``g``, bi-encoder scores, priors and right-answer flags ``[Q, K]`` of
+    every list, scored in batches."""
+    scorer.eval()
+    parts = []
+    for i in range(0, len(lists.queries), batch):
+        rows = np.arange(i, min(i + batch, len(lists.queries)))
+        states, mask, regions, words, bi, prior, pos = _pairs(data, lists, rows, direction)
+        parts.append((scorer(states, mask, regions, words).view(bi.shape), bi, prior, pos))
+    g, bi, prior, pos = (torch.cat(x) for x in zip(*parts, strict=True))
+    return g, bi, prior, pos
 
 
 @torch.no_grad()
@@ -246,14 +257,8 @@ def calibrate(
     A direction keeps the scorer only when its own gain over the prior alone (at the chosen
     prior weight) has a paired bootstrap 95% interval over dev images above zero; otherwise its
     weight is 0 (prior only) and the prior weight is chosen again without it."""
-    scorer.eval()
     for d, lists in dev.items():
-        parts = []
-        for i in range(0, len(lists.queries), batch):
-            rows = np.arange(i, min(i + batch, len(lists.queries)))
-            states, mask, regions, words, bi, prior, pos = _pairs(data, lists, rows, d)
-            parts.append((scorer(states, mask, regions, words).view(bi.shape), bi, prior, pos))
-        g, bi, prior, pos = (torch.cat(x) for x in zip(*parts, strict=True))
+        g, bi, prior, pos = _list_scores(scorer, data, lists, d, batch)
         mix0, alpha0 = mixer.settings()[d]["mix"], float(mixer.alpha[d])
 
         def r1(alpha: float, mix: float, g=g, bi=bi, prior=prior, pos=pos) -> float:
@@ -633,9 +638,10 @@ def train_fusion(
     regions = np.empty((len(names), raw.shape[1], config.region_dim), dtype=np.float16)
     words = np.empty((len(caption_rows), states.shape[1], config.region_dim), dtype=np.float16)
     fold_of = fold_assignment(n_train, folds, seed)
+    shipped = load_heads()
     for f in range(-1, folds):
         if f < 0:
-            attach_heads(scorer, load_heads())
+            attach_heads(scorer, shipped)
             imgs = np.arange(n_train, len(names))
         else:
             attach_heads(scorer, load_heads(heads_path(f)))
@@ -644,7 +650,7 @@ def train_fusion(
         regions[imgs], words[caps] = _joint_features(
             scorer, regions7, imgs, states, caption_rows[caps]
         )
-    attach_heads(scorer, load_heads())
+    attach_heads(scorer, shipped)
     data = FusionData(
         regions,
         np.asarray(states[caption_rows]),
@@ -661,10 +667,9 @@ def train_fusion(
     img_prior[:n_train], txt_prior[: 5 * n_train] = fit["img_prior"][b], fit["txt_prior"][b]
 
     banks = shipped_banks(train, seed)
-    heads = load_heads()
     with torch.no_grad():
-        dev_img = heads.image_vectors(dev["pooled"], dev["logits"]).float()
-        dev_txt = heads.text_vectors(dev["text"]).float()
+        dev_img = shipped.image_vectors(dev["pooled"], dev["logits"]).float()
+        dev_txt = shipped.text_vectors(dev["text"]).float()
     img_prior[n_train:] = QueryBankPrior(banks["bank.texts"], BETA, 1.0).raw(dev_img).numpy()
     txt_prior[5 * n_train :] = QueryBankPrior(banks["bank.images"], BETA, 1.0).raw(dev_txt).numpy()
     train_caps, dev_caps = np.arange(5 * n_train), np.arange(5 * n_train, 5 * len(names))

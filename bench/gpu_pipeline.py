@@ -311,8 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
         files = synthetic_set(work / "images", args.synthetic, (w, h))
         print(f"made {len(files)} JPEGs of {w}x{h} in {time.perf_counter() - t0:.1f} s")
 
-    emb = load_lite(device=device)
-    emb.image_tower.to(memory_format=torch.channels_last)
+    emb = load_lite(device=device)  # its image tower is channels-last
     if args.compile:
         emb.image_tower = torch.compile(emb.image_tower)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

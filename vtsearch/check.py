@@ -254,15 +254,16 @@ def _check_index(
 
 
 def _differing(vindex, catalog: Catalog, kind: str, ids: set[int]) -> list[int]:
-    """Ids whose stored vector differs from the catalog's (exact index kinds only)."""
-    if getattr(vindex, "kind", "flat") not in ("flat", "hnsw") or not ids:
+    """Ids whose stored vector differs from the catalog's (kinds that keep vectors only)."""
+    tolerance = getattr(vindex, "reconstruct_tolerance", 1e-5)
+    if tolerance == float("inf") or not ids:
         return []
     _, added, _ = catalog.changes_since(0, kind)
     out = []
     for row_id, _, blob in added:
         if row_id in ids:
             want = np.frombuffer(blob, dtype=np.float32)
-            if not np.allclose(vindex.reconstruct(row_id), want, atol=1e-5):
+            if not np.allclose(vindex.reconstruct(row_id), want, atol=tolerance):
                 out.append(int(row_id))
     return out
 

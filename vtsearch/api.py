@@ -374,7 +374,7 @@ class Engine:
         from vtsearch.search.blip import BlipReranker
         from vtsearch.search.query import encode_query, read_image
         from vtsearch.search.results import TextResult
-        from vtsearch.search.retrieve import apply_rerank
+        from vtsearch.search.retrieve import apply_rerank, rescore, search_depth
 
         self._check_k(k)
         catalog, embedder = self._bound(create=False)
@@ -384,20 +384,22 @@ class Engine:
             raise QueryError("the collection has no texts; add some with: vtsearch texts add FILE")
         reranker = self._load_reranker() if rerank and q.image_tokens is not None else None
         depth = max(k, rerank_k or (reranker.default_k if reranker else k))
-        scores, ids = tindex.search(q.vector[None, :], depth)
-        rows = catalog.text_rows(int(i) for i in ids[0] if i >= 0)
-        hits = [
-            TextResult(int(i), rows[int(i)][0], float(s), rows[int(i)][1], bi_score=float(s))
-            for i, s in zip(ids[0], scores[0], strict=True)
-            if int(i) in rows
-        ]
+        scores, ids = tindex.search(q.vector[None, :], search_depth(tindex, depth))
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        stored = None
+        if tindex.kind == "ivfpq":
+            stored = catalog.text_vectors(i for i, _ in found)
+            found = rescore(found, stored, q.vector, depth)
+        rows = catalog.text_rows(i for i, _ in found)
+        hits = [TextResult(i, rows[i][0], s, rows[i][1], bi_score=s) for i, s in found if i in rows]
         if reranker is None or not hits:
             return hits[:k]
         if isinstance(reranker, BlipReranker):
             fusion = reranker.score_texts(read_image(image), [h.text for h in hits])
             return apply_rerank(hits, fusion, 1.0, k)
         # The prior reads the texts' stored vectors (a text removed meanwhile drops out).
-        stored = catalog.text_vectors(h.id for h in hits)
+        if stored is None:
+            stored = catalog.text_vectors(h.id for h in hits)
         hits = [h for h in hits if h.id in stored]
         if not hits:
             return []

@@ -11,7 +11,7 @@ Flickr8k photos and captions (tower features from ``.cache/features``, computed 
     python bench/vector_index.py             # 100k vectors (about 6 minutes on 2 cores)
     python bench/vector_index.py --full      # 1M vectors as well (the goal's scale; ~10 GB RAM)
     python bench/vector_index.py --quick     # 20k vectors, a smoke run
-    python bench/vector_index.py --n 1000000 --no-real --ef-construction 128
+    python bench/vector_index.py --n 1000000 --no-real --only flat,hnsw-sq8,ivfpq,hnswlib
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from _common import (
 
 DIM = 1152
 K = 10
+#: What ``--only`` chooses from.
+METHODS = ("flat", "hnsw", "hnsw-sq8", "ivfpq", "hnswlib")
 #: The goal: recall@10 at least this, at most this many ms per query, on one thread.
 GOAL_RECALL, GOAL_MS = 0.95, 0.5
 
@@ -87,6 +89,19 @@ def latency_ms(search, q: np.ndarray, n: int) -> tuple[float, float]:
     return float(np.median(times)), float(np.percentile(times, 95))
 
 
+def rescored(vi, x: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Top-K ids after re-scoring an index's RESCORE_FACTOR x K candidates on float vectors."""
+    from vtsearch.search.retrieve import RESCORE_FACTOR
+
+    ids = vi.search(queries, K * RESCORE_FACTOR)[1]
+    out = np.full((len(queries), K), -1, dtype=np.int64)
+    for row, (one, cand) in enumerate(zip(queries, ids, strict=True)):
+        cand = cand[cand >= 0]
+        top = cand[np.argsort(-(x[cand] @ one))[:K]]
+        out[row, : len(top)] = top
+    return out
+
+
 def file_bytes(write) -> int:
     fd, tmp = tempfile.mkstemp()
     os.close(fd)
@@ -104,13 +119,13 @@ class Row:
 
     def line(self) -> str:
         return (
-            f"{self.method:<16}{self.setting:<14}{self.build_s:>9.1f}{self.bpv:>11.0f}"
+            f"{self.method:<22}{self.setting:<14}{self.build_s:>9.1f}{self.bpv:>11.0f}"
             f"{self.recall:>10.3f}{self.ms:>9.3f}{self.p95:>9.3f}"
         )
 
 
 HEADER = (
-    f"{'method':<16}{'setting':<14}{'build s':>9}{'bytes/vec':>11}{'R@10':>10}"
+    f"{'method':<22}{'setting':<14}{'build s':>9}{'bytes/vec':>11}{'R@10':>10}"
     f"{'ms/q':>9}{'p95 ms':>9}"
 )
 
@@ -127,10 +142,12 @@ def run_all(
     with_ivfpq: bool,
     log,
     ef_construction: int = 64,
+    only: frozenset[str] = frozenset(METHODS),
 ) -> list[Row]:
     """Every method on one data set; each index is freed before the next is built."""
     import faiss
 
+    from vtsearch.search.retrieve import RESCORE_FACTOR
     from vtsearch.storage.vectors import IVFPQ_MIN, IndexSpec, build, hnsw_spec, spec_for_kind
 
     n, dim = x.shape
@@ -167,13 +184,16 @@ def run_all(
         log(row.line())
         return row
 
-    specs = [("faiss Flat", IndexSpec("flat"))]
     efc = {"ef_construction": ef_construction}
-    specs.append(("faiss HNSW32", IndexSpec("hnsw", m=32, **efc)))
-    specs.append(("faiss HNSW32-SQ8", replace(hnsw_spec(n), **efc)))
+    specs = [
+        ("flat", "faiss Flat", IndexSpec("flat")),
+        ("hnsw", "faiss HNSW32", IndexSpec("hnsw", m=32, **efc)),
+        ("hnsw-sq8", "faiss HNSW32-SQ8", replace(hnsw_spec(n), **efc)),
+    ]
     if with_ivfpq and n >= IVFPQ_MIN:
         # What the factory picks for this size when the vectors do not fit in memory.
-        specs.append(("faiss IVF-PQ", spec_for_kind("ivfpq", n, dim, memory_bytes=1)))
+        specs.append(("ivfpq", "faiss IVF-PQ", spec_for_kind("ivfpq", n, dim, memory_bytes=1)))
+    specs = [(method, spec) for key, method, spec in specs if key in only]
     for method, spec in specs:
         faiss.omp_set_num_threads(cores)
         with Timer() as t:
@@ -196,10 +216,24 @@ def run_all(
                 )
                 setting = f"{spec.nlist}/{nprobe}/PQ{spec.pq_m}"
                 measure(method, setting, index_bytes, t.s, lambda one, vi=vi: vi.search(one, K)[1])
+            # What queries do with an IVF-PQ index: re-score RESCORE_FACTOR x k candidates on the
+            # float vectors (read from the catalog rows there; from memory here).
+            for nprobe in nprobes:
+                vi.spec = IndexSpec(
+                    "ivfpq", nlist=spec.nlist, nprobe=nprobe, pq_m=spec.pq_m, built_for=n
+                )
+                setting = f"{spec.nlist}/{nprobe}/x{RESCORE_FACTOR}"
+                measure(
+                    "faiss IVF-PQ+rescore",
+                    setting,
+                    index_bytes,
+                    t.s,
+                    lambda one, vi=vi: rescored(vi, x, one),
+                )
         del vi
         gc.collect()
 
-    if with_hnswlib:
+    if with_hnswlib and "hnswlib" in only:
         try:
             import hnswlib
         except ImportError:
@@ -270,10 +304,25 @@ def main() -> None:
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--no-real", action="store_true", help="skip the real-embedding recall")
     ap.add_argument(
-        "--ef-construction", type=int, default=64, help="HNSW build beam (vtsearch's default 64)"
+        "--ef-construction",
+        type=int,
+        default=None,
+        help="HNSW build beam of every HNSW row (default: that of vtsearch's own large graphs)",
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(METHODS),
+        help=f"comma-separated methods to run, of {','.join(METHODS)} (numpy always runs)",
     )
     ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if only - set(METHODS):
+        ap.error(f"unknown method(s) {', '.join(sorted(only - set(METHODS)))}")
+    if args.ef_construction is None:
+        from vtsearch.storage.vectors import SQ8_EF_CONSTRUCTION
+
+        args.ef_construction = SQ8_EF_CONSTRUCTION
     if args.quick:
         args.n, args.queries, args.latency_queries = 20_000, 200, 100
 
@@ -304,11 +353,19 @@ def main() -> None:
             with_ivfpq=True,
             log=print,
             ef_construction=args.ef_construction,
+            only=frozenset(only),
         )
         del x
         gc.collect()
         tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
-        methods = ("faiss HNSW32-SQ8", "faiss HNSW32", "hnswlib M=32", "faiss IVF-PQ", "faiss Flat")
+        methods = (
+            "faiss HNSW32-SQ8",
+            "faiss HNSW32",
+            "hnswlib M=32",
+            "faiss IVF-PQ",
+            "faiss IVF-PQ+rescore",
+            "faiss Flat",
+        )
         for method in methods:
             r = best(rows, method)
             if r is None:
@@ -351,8 +408,9 @@ def main() -> None:
                 with_ivfpq=args.full,  # IVF-PQ's recall is bounded by its codes: see synthetic
                 log=print,
                 ef_construction=args.ef_construction,
+                only=frozenset(only),
             )
-            for method in ("faiss HNSW32-SQ8", "faiss HNSW32", "faiss IVF-PQ"):
+            for method in ("faiss HNSW32-SQ8", "faiss HNSW32", "faiss IVF-PQ+rescore"):
                 r = best(rows, method)
                 if r is not None:
                     figures.append(

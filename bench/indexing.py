@@ -130,11 +130,21 @@ def naive_rate(emb, files: list[Path]) -> float:
 
 
 def predecode(emb, files: list[Path]):
+    """The model's input tensors, and the core-ms one image's decode and transform take (on one
+    thread, as in a decode worker)."""
     import torch
 
-    from vtsearch.indexer.decode import load_image
+    from vtsearch.indexer.decode import DECODE_TARGET, load_image
 
-    return torch.stack([emb.transform(load_image(str(f), 256).image) for f in files])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        pixels = [emb.transform(load_image(str(f), DECODE_TARGET).image) for f in files]
+        ms = (time.perf_counter() - t0) * 1000 / len(files)
+    finally:
+        torch.set_num_threads(threads)
+    return torch.stack(pixels), ms
 
 
 def ceiling_rate(emb, pixels, batch_size: int, contiguous: bool = False) -> float:
@@ -163,9 +173,19 @@ def measure(name: str, emb, files: list[Path], args) -> dict:
     print(f"  (a) pipeline {a['rate']:.1f} img/s ({a['seconds']:.1f} s)", flush=True)
     b = naive_rate(emb, files[: args.naive_limit])
     print(f"  (b) naive loop {b:.1f} img/s (on {min(len(files), args.naive_limit)})", flush=True)
-    pixels = predecode(emb, files[: args.ceiling_limit])
+    import torch
+
+    pixels, decode_ms = predecode(emb, files[: args.ceiling_limit])
     c = ceiling_rate(emb, pixels, args.batch_size)
     print(f"  (c) model alone {c:.1f} img/s (batch {args.batch_size}, on {len(pixels)})")
+    # Decode and model share the cores: a/c cannot pass model / (model + decode) in CPU time.
+    cores = min(torch.get_num_threads(), os.cpu_count() or 1)
+    model_ms = 1000 * cores / c
+    bound = model_ms / (model_ms + decode_ms)
+    print(
+        f"      CPU per image: decode + transform {decode_ms:.1f} core-ms, model {model_ms:.1f} "
+        f"core-ms ({cores} threads) -> a/c at most about {bound:.0%} on {os.cpu_count()} cores"
+    )
     # Other model settings: other batch sizes (CPU caches favour small ones), and the default
     # memory layout the tower used before it went channels-last.
     other = {}
@@ -178,7 +198,16 @@ def measure(name: str, emb, files: list[Path], args) -> dict:
     print(
         "      model alone, other settings: " + ", ".join(f"{k} {v:.1f}" for k, v in other.items())
     )
-    return {"name": name, "n": len(files), "a": a, "b": b, "c": c, "c_other": other}
+    return {
+        "name": name,
+        "n": len(files),
+        "a": a,
+        "b": b,
+        "c": c,
+        "c_other": other,
+        "decode_ms": decode_ms,
+        "bound": bound,
+    }
 
 
 def main() -> None:
@@ -237,6 +266,8 @@ def main() -> None:
             )
         for name, rate in r["c_other"].items():
             figures.append(figure(f"indexing {tag}: model alone, {name}", rate, "img/s"))
+        figures.append(figure(f"indexing {tag}: decode + transform", r["decode_ms"], "core-ms"))
+        figures.append(figure(f"indexing {tag}: CPU-time bound on a/c", r["bound"], "ratio"))
         figures.append(figure(f"indexing {tag}: peak RSS", r["a"]["peak_rss_mb"], "MB"))
     print(
         "(images/s; (c) at the pipeline's batch size and layout, best c over batch 4 / 16; "

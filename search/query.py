@@ -51,7 +51,8 @@ def try_read_image(path: str) -> Image.Image | None:
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """One query is a handful of small tensors: a second intra-op thread buys nothing and, on a
-    loaded machine, costs a lot (14 ms against 509 ms for a text encode measured at load 8)."""
+    loaded machine, costs a lot (14 ms against 509 ms for a text encode measured at load 8).
+    Also a decorator (``@one_torch_thread()``)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

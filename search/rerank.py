@@ -19,6 +19,7 @@ from vtsearch.errors import ConfigError
 from vtsearch.models.base import TextEmbedding, file_revision
 from vtsearch.models.fusion import FusionScorer, load_fusion
 from vtsearch.models.prior import QueryBankPrior
+from vtsearch.search.query import one_torch_thread
 
 if TYPE_CHECKING:
     from vtsearch.search.blip import BlipReranker
@@ -72,15 +73,13 @@ class FusionReranker:
         mix = {d: float(extra[d]["mix"]) for d in ("t2i", "i2t")}
         return cls(scorer, mix, k, file_revision(path), priors)
 
+    @one_torch_thread()
     def prior(self, direction: str, vectors: np.ndarray) -> np.ndarray:
         """What to subtract from the candidates' bi-encoder scores (zeros without a bank)."""
-        from vtsearch.search.query import one_torch_thread
-
         p = self.priors.get(direction)
         if p is None:
             return np.zeros(len(vectors), dtype=np.float32)
-        with one_torch_thread():
-            return p.prior(vectors)
+        return p.prior(vectors)
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -92,22 +91,18 @@ class FusionReranker:
         """Raw region tokens from the image tower -> the compact tokens the cache stores."""
         return self.scorer.reducer(raw_tokens.float().cpu()).numpy()
 
+    @one_torch_thread()
     def score_images(self, text: TextEmbedding, regions: np.ndarray) -> np.ndarray:
         """Fusion logits of one text (``text`` holds one row) against ``regions [K, N, C]``."""
-        from vtsearch.search.query import one_torch_thread
-
         states, mask = text.states[:1].float().cpu(), text.mask[:1].cpu()
-        with one_torch_thread():
-            return self.scorer.score(states, mask, torch.from_numpy(regions)).numpy()
+        return self.scorer.score(states, mask, torch.from_numpy(regions)).numpy()
 
+    @one_torch_thread()
     def score_texts(self, regions: np.ndarray, texts: TextEmbedding) -> np.ndarray:
         """Fusion logits of one image (``regions [1, N, C]``) against each of ``texts``."""
-        from vtsearch.search.query import one_torch_thread
-
         k = texts.states.shape[0]
         reg = torch.from_numpy(regions[:1]).expand(k, -1, -1)
-        with one_torch_thread():
-            return self.scorer.score(texts.states.float().cpu(), texts.mask.cpu(), reg).numpy()
+        return self.scorer.score(texts.states.float().cpu(), texts.mask.cpu(), reg).numpy()
 
 
 def default_weights(model_id: str) -> Path:

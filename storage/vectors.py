@@ -445,7 +445,27 @@ class VectorIndex:
             return cls(dim, kind)
         spec = meta.get("spec")
         spec = IndexSpec.from_json(json.dumps(spec)) if spec else IndexSpec(meta.get("kind", kind))
-        return cls(dim, spec, index, seq=int(meta.get("seq", 0)))
+        return cls(dim, _spec_matching(index, spec), index, seq=int(meta.get("seq", 0)))
+
+
+def _spec_matching(index, spec: IndexSpec) -> IndexSpec:
+    """``spec``, corrected where the FAISS file holds another kind of index: a crash between the
+    two renames of :meth:`VectorIndex.save` leaves a new file beside the old meta, and searching
+    one kind with another's parameters fails."""
+    faiss = _faiss()
+    base = faiss.downcast_index(index.index)
+    if isinstance(base, faiss.IndexRefine):
+        graph = faiss.downcast_index(base.base_index).hnsw
+        found = IndexSpec("hnsw", m=graph.nb_neighbors(1), codec="sq8", refine=SQ8_REFINE)
+    elif isinstance(base, faiss.IndexHNSW):
+        found = IndexSpec("hnsw", m=base.hnsw.nb_neighbors(1))
+    elif isinstance(base, faiss.IndexIVFPQ):
+        found = IndexSpec("ivfpq", nlist=base.nlist, nprobe=base.nprobe, pq_m=base.pq.M)
+    else:
+        found = IndexSpec("flat")
+    if (found.kind, found.codec) == (spec.kind, spec.codec):
+        return spec
+    return replace(found, ef_search=spec.ef_search, built_for=spec.built_for)
 
 
 # -- choosing and rebuilding ---------------------------------------------------------------------
@@ -657,7 +677,12 @@ def optimize(
         n = len(vi)
         if kind is not None:
             want = spec_for_kind(kind, n, dim, memory_bytes)
-            reason = f"{kind} asked for" if want.kind != vi.kind else None
+            if want.kind != vi.kind:
+                reason = f"{kind} asked for"
+            elif want.codec != vi.spec.codec:
+                reason = f"{kind} over {want.codec} vectors asked for"
+            else:
+                reason = None
         else:
             want = choose_index(n, dim, memory_bytes)
             reason = needs_rebuild(vi, n, memory_bytes)

@@ -1,4 +1,4 @@
-"""An IVF-PQ index ranks by lossy codes; queries re-score its candidates on the catalog's vectors."""
+"""An IVF-PQ index ranks by lossy codes; queries re-score its candidates on the stored vectors."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -176,8 +177,17 @@ def measure(name: str, emb, files: list[Path], args) -> dict:
     import torch
 
     pixels, decode_ms = predecode(emb, files[: args.ceiling_limit])
-    c = ceiling_rate(emb, pixels, args.batch_size)
-    print(f"  (c) model alone {c:.1f} img/s (batch {args.batch_size}, on {len(pixels)})")
+    # This machine's speed drifts by a fifth over minutes: the two layouts are timed in turns and
+    # each figure is the median of its turns.
+    own, contiguous = [], []
+    for _ in range(3):
+        own.append(ceiling_rate(emb, pixels, args.batch_size))
+        contiguous.append(ceiling_rate(emb, pixels, args.batch_size, contiguous=True))
+    c = statistics.median(own)
+    print(
+        f"  (c) model alone {c:.1f} img/s (batch {args.batch_size}, on {len(pixels)}; channels-last"
+        f", median of 3 turns; {statistics.median(contiguous):.1f} in the contiguous layout)"
+    )
     # Decode and model share the cores: a/c cannot pass model / (model + decode) in CPU time.
     cores = min(torch.get_num_threads(), os.cpu_count() or 1)
     model_ms = 1000 * cores / c
@@ -188,13 +198,10 @@ def measure(name: str, emb, files: list[Path], args) -> dict:
     )
     # Other model settings: other batch sizes (CPU caches favour small ones), and the default
     # memory layout the tower used before it went channels-last.
-    other = {}
+    other = {f"batch {args.batch_size}, contiguous layout": statistics.median(contiguous)}
     for bs in (4, 16):
         if bs != args.batch_size:
             other[f"batch {bs}"] = ceiling_rate(emb, pixels, bs)
-    other[f"batch {args.batch_size}, contiguous layout"] = ceiling_rate(
-        emb, pixels, args.batch_size, contiguous=True
-    )
     print(
         "      model alone, other settings: " + ", ".join(f"{k} {v:.1f}" for k, v in other.items())
     )

@@ -347,7 +347,7 @@ def main() -> None:
             q,
             exact,
             lat_queries=args.latency_queries,
-            hnsw_efs=[16, 32, 64, 128] if n < 500_000 else [32, 64, 128, 192, 256],
+            hnsw_efs=[16, 32, 64, 128] if n < 500_000 else [32, 40, 48, 56, 64, 128, 256],
             nprobes=[16, 32, 64],
             with_hnswlib=not args.no_hnswlib,
             with_ivfpq=True,

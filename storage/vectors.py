@@ -57,11 +57,12 @@ IVFPQ_MIN = 10_000
 #: Fewest vectors an ``sq8`` HNSW index learns its per-dimension value ranges from.
 SQ8_MIN = 1_000
 #: Candidates per wanted result that an ``sq8`` HNSW index re-scores on float16 vectors: at 1M
-#: vectors, 4 gave the recall of 8 at a lower latency (``bench/vector_index.py``).
+#: synthetic vectors 4 gave the recall of 8 at a lower latency (a one-off sweep, ef 64 to 256).
 SQ8_REFINE = 4
 #: Build-time beam of an ``sq8`` HNSW graph. At 1M synthetic vectors (``bench/vector_index.py``)
-#: 64 gave R@10 0.79 at ef 64 and 160 gave 0.97: the better graph costs 2.8x the build time
-#: (0.7 ms a vector on 2 cores, against 17 ms or more to embed the image it stands for).
+#: 64 gave R@10 0.79 at ef 64 and 160 gave 0.98: the better graph costs 2.8x the build time
+#: (0.6 ms a vector on 2 cores, against 25 ms or more to embed the image it stands for). 256 was
+#: no better at 1.8x the build time again.
 SQ8_EF_CONSTRUCTION = 160
 #: Searches of up to this many queries run on one OpenMP thread (see ``VectorIndex.search``).
 FEW_QUERIES = 16

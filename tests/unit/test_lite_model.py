@@ -53,6 +53,29 @@ def test_lite0_key_mapping_recognises_a_cat(model: LiteEmbedder) -> None:
     assert top5 & CAT_CLASSES, f"no cat class in top 5: {top5}"
 
 
+def test_folded_channels_last_tower_equals_timms_own_network(model: LiteEmbedder) -> None:
+    """Batch norms folded into the convolutions, channels-last layout: the same outputs as the
+    network timm builds, run as it comes."""
+    import timm
+
+    from vtsearch.models.towers import _lite0_state_dict, map_lite_keys
+
+    names = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
+    pixels = torch.stack([model.transform(_sample(n)) for n in names])
+    ref = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    ref.load_state_dict(map_lite_keys(_lite0_state_dict(), ref))
+    ref.eval()
+    tower = model.image_tower
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.modules())
+    with torch.inference_mode():
+        fmap = ref.forward_features(pixels)
+        pooled, tokens, logits = tower(pixels)
+    assert torch.allclose(pooled, fmap.mean(dim=(2, 3)), atol=1e-4)
+    assert torch.allclose(tokens, fmap.flatten(2).transpose(1, 2), atol=5e-4)
+    assert torch.allclose(logits, ref.classifier(fmap.mean(dim=(2, 3))), atol=1e-3)
+
+
 def test_vectors_are_unit_norm_with_model_dim(model: LiteEmbedder) -> None:
     img = model.encode_pil([_sample("coffee.png"), Image.new("RGB", (90, 60), "red")])
     txt = model.encode_texts(["a cup of coffee", "a dog running on a beach with a ball"])

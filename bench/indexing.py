@@ -170,12 +170,17 @@ def ceiling_rate(emb, pixels, batch_size: int, contiguous: bool = False) -> floa
 def measure(name: str, emb, files: list[Path], args) -> dict:
     mb = warm_file_cache(files) / 1e6
     print(f"\n== {name}: {len(files)} files, {mb / len(files):.2f} MB each ==", flush=True)
+    # (b) and (c) warm the model up before timing; so does (a): the image tower's first load and
+    # the first pass at each batch shape are not the pipeline's.
+    import torch
+
+    with torch.inference_mode():
+        for n in (args.batch_size, 1):
+            emb.encode_images(torch.zeros(n, 3, 224, 224))
     a = pipeline_rate(emb, files, args.batch_size, args.workers)
     print(f"  (a) pipeline {a['rate']:.1f} img/s ({a['seconds']:.1f} s)", flush=True)
     b = naive_rate(emb, files[: args.naive_limit])
     print(f"  (b) naive loop {b:.1f} img/s (on {min(len(files), args.naive_limit)})", flush=True)
-    import torch
-
     pixels, decode_ms = predecode(emb, files[: args.ceiling_limit])
     # This machine's speed drifts by a fifth over minutes: the two layouts are timed in turns and
     # each figure is the median of its turns.

@@ -21,9 +21,14 @@ def combine(vectors: np.ndarray, weights: list[float]) -> np.ndarray:
 RESCORE_FACTOR = 4
 
 
+def rescored(vindex: VectorIndex) -> bool:
+    """Whether hits of ``vindex`` are re-scored on stored vectors (its codes are lossy)."""
+    return vindex.kind == "ivfpq"
+
+
 def search_depth(vindex: VectorIndex, k: int) -> int:
     """How many candidates to ask ``vindex`` for, to return ``k`` results."""
-    return k * RESCORE_FACTOR if vindex.kind == "ivfpq" else k
+    return k * RESCORE_FACTOR if rescored(vindex) else k
 
 
 def rescore(
@@ -42,7 +47,7 @@ def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -
     scores, ids = vindex.search(query[None, :], search_depth(vindex, k))
     hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     rows = catalog.rows(i for i, _ in hits)
-    if vindex.kind == "ivfpq":
+    if rescored(vindex):
         # The rows carry their vectors: exact scores cost no further read.
         stored = {i: np.frombuffer(r.vector, dtype=np.float32) for i, r in rows.items() if r.vector}
         hits = rescore(hits, stored, query, k)

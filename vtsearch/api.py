@@ -374,7 +374,7 @@ class Engine:
         from vtsearch.search.blip import BlipReranker
         from vtsearch.search.query import encode_query, read_image
         from vtsearch.search.results import TextResult
-        from vtsearch.search.retrieve import apply_rerank, rescore, search_depth
+        from vtsearch.search.retrieve import apply_rerank, rescore, rescored, search_depth
 
         self._check_k(k)
         catalog, embedder = self._bound(create=False)
@@ -387,7 +387,7 @@ class Engine:
         scores, ids = tindex.search(q.vector[None, :], search_depth(tindex, depth))
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         stored = None
-        if tindex.kind == "ivfpq":
+        if rescored(tindex):
             stored = catalog.text_vectors(i for i, _ in found)
             found = rescore(found, stored, q.vector, depth)
         rows = catalog.text_rows(i for i, _ in found)

@@ -1,11 +1,12 @@
-"""One indexing run: scan, diff, embed what changed, commit per batch.
+"""One indexing run: scan, diff, embed what changed, commit every few batches.
 
 Commit order, so that a run killed at any instant (SIGKILL, power cut) leaves a collection that is
 consistent and resumes without redoing committed work:
 
-1. A batch's region tokens go to the token cache (``TokenSink.writer``, flushed to disk).
+1. A group's region tokens go to the token cache (``TokenSink.writer``, flushed to disk). A group
+   is the batches embedded since the last commit (``config.commit_images()`` images or more).
 2. Its rows and vectors commit in one SQLite transaction (``Catalog.write_batch``). That commit is
-   the only point at which the batch becomes visible, to queries and to the next run.
+   the only point at which the group becomes visible, to queries and to the next run.
 3. The FAISS file is a derived cache, saved atomically from time to time with the catalog sequence
    number it reflects; whoever opens it replays the newer catalog changes.
 
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vtsearch.indexer.decode import decode_loader
+from vtsearch import config
+from vtsearch.indexer.decode import DecodeInTurns, decode_loader
 from vtsearch.indexer.scan import Plan, plan_changes, scan_folder
 from vtsearch.models.base import Embedder
 from vtsearch.storage.catalog import Catalog, NewImage
@@ -112,8 +114,66 @@ def index_ids(vindex: VectorIndex) -> np.ndarray:
     return ids[ids >= 0]
 
 
-#: Called with (files done, files to embed) after each batch.
+#: Called with (files done, files to embed) after each commit.
 Progress = Callable[[int, int], None]
+
+
+class _Group:
+    """Embedded batches waiting for one catalog transaction."""
+
+    def __init__(
+        self,
+        todo: list,
+        catalog: Catalog,
+        vindex: VectorIndex,
+        tokens: TokenSink | None,
+        report: IndexReport,
+    ) -> None:
+        self.todo, self.catalog, self.vindex, self.tokens = todo, catalog, vindex, tokens
+        self.report = report
+        self.items: list[NewImage] = []
+        self.region_tokens: list[np.ndarray] = []
+        self.done = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+    def add(
+        self, decoded: list, vectors: np.ndarray | None, region_tokens: np.ndarray | None
+    ) -> None:
+        v = 0
+        for d in decoded:
+            stat, digest, replace_id = self.todo[d.index]
+            item = NewImage(stat.path, stat.size, stat.mtime_ns, digest, replace_id=replace_id)
+            if d.error is None and vectors is not None:
+                item.vector = vectors[v]
+                v += 1
+                item.width, item.height, item.format, item.taken_at = (
+                    d.width,
+                    d.height,
+                    d.format,
+                    d.taken_at,
+                )
+            else:
+                item.error = d.error
+                self.report.failed.append((stat.path, d.error or "unknown error"))
+            self.items.append(item)
+        if region_tokens is not None:
+            self.region_tokens.append(region_tokens)
+
+    def commit(self) -> None:
+        """One transaction for the group's rows, vectors and tokens; then the index follows."""
+        hook = None
+        if self.tokens is not None:
+            hook = self.tokens.writer(
+                np.concatenate(self.region_tokens) if self.region_tokens else None
+            )
+        self.catalog.write_batch(self.items, hook)
+        self.vindex.sync(self.catalog)
+        self.done += len(self.items)
+        self.report.embedded += sum(1 for it in self.items if it.error is None)
+        self.items, self.region_tokens = [], []
 
 
 def index_folder(
@@ -132,8 +192,9 @@ def index_folder(
 ) -> IndexReport:
     """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
 
-    Each batch commits its rows and vectors in one transaction before the next starts, so a run that
-    is killed resumes where it stopped. ``should_stop`` is polled between batches (for SIGINT).
+    Every ``config.commit_images()`` images or so, what was embedded since the last commit commits
+    in one transaction, so a run that is killed resumes where it stopped. ``should_stop`` is polled
+    between batches (for SIGINT); what was embedded before it said stop is committed.
     With ``tokens``, each image's region tokens go to the token cache in the same step.
     """
     t0 = time.perf_counter()
@@ -154,15 +215,14 @@ def index_folder(
     todo = plan.embed
     if progress:
         progress(0, len(todo))
-    done = 0
     device = embedder.device
-    loader = decode_loader(
-        [f.path for f, _, _ in todo],
-        embedder.transform,
-        batch_size=batch_size,
-        workers=workers,
-        pin_memory=device.type == "cuda",
-    )
+    paths = [f.path for f, _, _ in todo]
+    if device.type == "cpu":
+        loader: Iterable = DecodeInTurns(paths, embedder.transform, batch_size, workers)
+    else:
+        loader = decode_loader(paths, embedder.transform, batch_size, workers, pin_memory=True)
+    group = _Group(todo, catalog, vindex, tokens, report)
+    commit_every = config.commit_images()
     for pixels, decoded in loader:
         vectors = region_tokens = None
         if pixels is not None:
@@ -171,32 +231,21 @@ def index_folder(
                 if tokens is not None:
                     region_tokens = tokens.reduce(emb.tokens)
             vectors = emb.vectors.float().cpu().numpy()
-        items, v = [], 0
-        for d in decoded:
-            stat, digest, replace_id = todo[d.index]
-            item = NewImage(stat.path, stat.size, stat.mtime_ns, digest, replace_id=replace_id)
-            if d.error is None and vectors is not None:
-                item.vector = vectors[v]
-                v += 1
-                item.width, item.height, item.format, item.taken_at = (
-                    d.width,
-                    d.height,
-                    d.format,
-                    d.taken_at,
-                )
-            else:
-                item.error = d.error
-                report.failed.append((stat.path, d.error or "unknown error"))
-            items.append(item)
-        catalog.write_batch(items, tokens.writer(region_tokens) if tokens else None)
-        vindex.sync(catalog)
-        done += len(decoded)
-        report.embedded += sum(1 for it in items if it.error is None)
-        if progress:
-            progress(done, len(todo))
-        if should_stop and should_stop():
+        if isinstance(loader, DecodeInTurns):
+            loader.decode_next()  # torch is done with the cores until the next batch
+        group.add(decoded, vectors, region_tokens)
+        stop = bool(should_stop and should_stop())
+        if group.size >= commit_every or stop:
+            group.commit()
+            if progress:
+                progress(group.done, len(todo))
+        if stop:
             report.interrupted = True
             break
+    if group.size:
+        group.commit()
+        if progress:
+            progress(group.done, len(todo))
 
     if tokens is not None:
         reconcile_tokens(catalog, tokens.cache)

@@ -39,6 +39,15 @@ def default_batch_size(device: object) -> int:
     return 64 if getattr(device, "type", str(device)) == "cuda" else 8
 
 
+def default_workers(device: object) -> int:
+    """Decoders: on a CPU, threads that take turns with the model, one per core; with a GPU,
+    worker processes that decode ahead of it, all cores but the one feeding the GPU."""
+    import os
+
+    cores = os.cpu_count() or 1
+    return max(1, cores - 1) if getattr(device, "type", str(device)) == "cuda" else cores
+
+
 #: Memoised image priors kept before the memo starts over (about 100 bytes each).
 PRIOR_MEMO_MAX = 200_000
 
@@ -182,7 +191,6 @@ class Engine:
         should_stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
         """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work."""
-        import os
 
         from vtsearch.indexer.pipeline import index_folder
 
@@ -227,7 +235,7 @@ class Engine:
                 extensions=extensions,
                 max_bytes=max_bytes,
                 batch_size=batch_size or default_batch_size(embedder.device),
-                workers=min(4, os.cpu_count() or 1) if workers is None else workers,
+                workers=default_workers(embedder.device) if workers is None else workers,
                 progress=checkpoint,
                 should_stop=should_stop,
                 tokens=sink,

@@ -82,7 +82,12 @@ def main(
     default=None,
     help="Images per forward pass (default: 8 on CPU, 64 on GPU).",
 )
-@click.option("--workers", default=None, type=int, help="Decode workers (default: up to 4).")
+@click.option(
+    "--workers",
+    default=None,
+    type=int,
+    help="Decode threads (CPU) or processes (GPU); default: one per core.",
+)
 @click.option(
     "--ext",
     "extensions",

@@ -62,3 +62,10 @@ def checkpoint_seconds() -> float:
     """How often (at most) an indexing run re-saves the FAISS file: ``$VTSEARCH_CHECKPOINT_SECONDS``
     or 30. Readers replay the catalog changes since the last save, so this only bounds that work."""
     return float(os.environ.get("VTSEARCH_CHECKPOINT_SECONDS", "30"))
+
+
+def commit_images() -> int:
+    """Fewest images an indexing run commits in one transaction: ``$VTSEARCH_COMMIT_IMAGES`` or
+    32. A commit and the index sync after it cost about 6 ms whatever the number of rows (a tenth
+    of a CPU forward pass of 8 images); a killed run loses at most the group it was building."""
+    return max(1, int(os.environ.get("VTSEARCH_COMMIT_IMAGES", "32")))

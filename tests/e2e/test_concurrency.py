@@ -18,7 +18,13 @@ from vtsearch import Engine
 from vtsearch.cli import main
 from vtsearch.errors import IndexLockedError
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "VTSEARCH_CHECKPOINT_SECONDS": "0"}
+# A commit per batch: the runs are short, and each batch is a point to be interrupted at.
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "VTSEARCH_CHECKPOINT_SECONDS": "0",
+    "VTSEARCH_COMMIT_IMAGES": "1",
+}
 
 
 def indexed(db) -> int:

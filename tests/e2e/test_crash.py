@@ -27,7 +27,13 @@ from vtsearch.storage.vectors import VectorIndex
 SEED = 20260
 #: Kills over the first run, then over a second run that adds, changes and deletes files.
 KILLS = (14, 6)
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "VTSEARCH_CHECKPOINT_SECONDS": "0"}
+# A commit per batch: the runs are short, and each batch is a point to be interrupted at.
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "VTSEARCH_CHECKPOINT_SECONDS": "0",
+    "VTSEARCH_COMMIT_IMAGES": "1",
+}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from vtsearch.models.lite import (
     load_lite,
     save_heads,
 )
+from vtsearch.models.towers import EvenSameConv
 
 skimage = pytest.importorskip("skimage")
 SAMPLES = Path(skimage.__file__).parent / "data"
@@ -68,12 +69,30 @@ def test_folded_channels_last_tower_equals_timms_own_network(model: LiteEmbedder
     tower = model.image_tower
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.modules())
+    assert sum(isinstance(m, EvenSameConv) for m in tower.modules()) == 5
     with torch.inference_mode():
         fmap = ref.forward_features(pixels)
         pooled, tokens, logits = tower(pixels)
     assert torch.allclose(pooled, fmap.mean(dim=(2, 3)), atol=1e-4)
     assert torch.allclose(tokens, fmap.flatten(2).transpose(1, 2), atol=5e-4)
     assert torch.allclose(logits, ref.classifier(fmap.mean(dim=(2, 3))), atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("size", [(16, 16), (14, 10), (15, 16), (13, 9), (2, 2)])
+def test_even_same_conv_equals_tf_same_padding(kernel: int, groups: int, size: tuple) -> None:
+    """One plain convolution with a zero-padded kernel in place of pad + convolution, on even
+    sides; odd sides take the original path. Either way the output is TF's."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    torch.manual_seed(kernel * groups)
+    conv = Conv2dSame(8, 8, kernel, stride=2, groups=groups, bias=True).eval()
+    fast = EvenSameConv(conv).eval()
+    x = torch.randn(2, 8, *size)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
+    assert (fast.fast.weight[:, :, 0] == 0).all() and (fast.fast.weight[:, :, :, 0] == 0).all()
 
 
 def test_vectors_are_unit_norm_with_model_dim(model: LiteEmbedder) -> None:

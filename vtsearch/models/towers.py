@@ -98,6 +98,58 @@ def fold_batch_norms(net: nn.Module) -> int:
     return folded
 
 
+class EvenSameConv(nn.Module):
+    """A TensorFlow "same" convolution of stride 2 as one plain convolution on even-sized inputs.
+
+    TF pads such a convolution asymmetrically (one more row and column at the bottom right),
+    which timm does with a separate ``F.pad`` that copies the whole feature map: 15% of Lite0's
+    CPU time in a profile of indexing. On an even-sized input that is the same as a symmetric
+    padding of the larger side and a kernel one tap larger whose first row and column are zero,
+    which the convolution kernels run in place (the 224 input of the tower stays even down to
+    7x7). Other inputs go through the original module.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.stride != (2, 2) or conv.dilation != (1, 1):
+            raise ValueError("only stride-2, undilated convolutions are rewritten")
+        pads = [(k - 2) // 2 for k in conv.kernel_size]  # TF's top and left pads, even input
+        extra = [(k - 2) - 2 * p for k, p in zip(conv.kernel_size, pads, strict=True)]
+        self.fast = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            tuple(k + e for k, e in zip(conv.kernel_size, extra, strict=True)),  # type: ignore[arg-type]
+            stride=2,
+            padding=tuple(p + e for p, e in zip(pads, extra, strict=True)),  # type: ignore[arg-type]
+            groups=conv.groups,
+            bias=conv.bias is not None,
+        )
+        with torch.no_grad():
+            self.fast.weight.zero_()
+            self.fast.weight[:, :, extra[0] :, extra[1] :] = conv.weight
+            if conv.bias is not None:
+                self.fast.bias.copy_(conv.bias)
+        self.same = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
+            return self.fast(x)
+        return self.same(x)
+
+
+def fold_same_padding(net: nn.Module) -> int:
+    """Swap timm's stride-2 ``Conv2dSame`` modules for :class:`EvenSameConv`. Returns how many."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    swapped = 0
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv2dSame) and child.stride == (2, 2):
+                setattr(module, name, EvenSameConv(child))
+                swapped += 1
+    return swapped
+
+
 class ImageTower(nn.Module):
     """EfficientNet-Lite0: pooled 1280-d features, the 1280x7x7 region map, and ImageNet logits.
 
@@ -116,6 +168,7 @@ class ImageTower(nn.Module):
         net.load_state_dict(map_lite_keys(_lite0_state_dict(), net))
         self.net = net.eval()
         fold_batch_norms(self.net)
+        fold_same_padding(self.net)
         self.set_memory_format(torch.channels_last)
 
     def set_memory_format(self, memory_format: torch.memory_format) -> None:

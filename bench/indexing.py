@@ -225,7 +225,7 @@ def measure(name: str, emb, files: list[Path], args) -> dict:
     # Other model settings: other batch sizes (CPU caches favour small ones), and the default
     # memory layout the tower used before it went channels-last.
     other = {f"batch {args.batch_size}, contiguous layout": statistics.median(contiguous)}
-    for bs in (4, 16):
+    for bs in (4, 6, 8, 16):
         if bs != args.batch_size:
             other[f"batch {bs}"] = ceiling_rate(emb, pixels, bs)
     print(
@@ -251,11 +251,15 @@ def main() -> None:
     ap.add_argument("--naive-limit", type=int, default=200, help="images for the naive loop")
     ap.add_argument("--ceiling-limit", type=int, default=256, help="images for the ceiling")
     ap.add_argument("--workers", type=int, default=None, help="decode workers (default: Engine's)")
-    ap.add_argument("--batch-size", type=int, default=8, help="the engine's CPU default")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the engine's CPU one")
     ap.add_argument("--turns", type=int, default=3, help="pipeline runs, each paired with (c)")
     ap.add_argument("--quick", action="store_true", help="100 + 30 images, a smoke run")
     ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
     args = ap.parse_args()
+    if args.batch_size is None:
+        from vtsearch.api import default_batch_size
+
+        args.batch_size = default_batch_size("cpu")
     if args.quick:
         args.limit, args.camera = min(args.limit or 100, 100), min(args.camera, 30)
         args.naive_limit, args.ceiling_limit, args.turns = 20, 64, 1
@@ -306,7 +310,7 @@ def main() -> None:
         figures.append(figure(f"indexing {tag}: peak RSS", r["a"]["peak_rss_mb"], "MB"))
     print(
         "(images/s, medians over turns; a/c: median of each run's ratio to the model alone timed "
-        "around it; (c) at the pipeline's batch size and layout, best c over batch 4 / 16; "
+        "around it; (c) at the pipeline's batch size and layout, best c over batch 4 / 6 / 8 / 16; "
         "peak RSS of the indexing process)"
     )
     save_figures("indexing", figures, args.json)

@@ -34,9 +34,11 @@ CHECKPOINT_SECONDS = config.checkpoint_seconds()
 
 
 def default_batch_size(device: object) -> int:
-    """Images per forward pass: small on a CPU, where batch 8 ran Lite0 at 59.9 img/s against
-    26.5 at batch 32 (cache-sized activations; `bench/indexing.py`), large on a GPU."""
-    return 64 if getattr(device, "type", str(device)) == "cuda" else 8
+    """Images per forward pass: small on a CPU, where activations that fit the caches count most
+    (Lite0 alone on 2 cores, `python bench/indexing.py`: 127 img/s at batch 6, 116 at 4, 118 at
+    8, 73 at 16; the whole pipeline ran 98 img/s at batch 6, 66 at batch 8 the run before), large
+    on a GPU."""
+    return 64 if getattr(device, "type", str(device)) == "cuda" else 6
 
 
 def default_workers(device: object) -> int:

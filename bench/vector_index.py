@@ -89,6 +89,26 @@ def latency_ms(search, q: np.ndarray, n: int) -> tuple[float, float]:
     return float(np.median(times)), float(np.percentile(times, 95))
 
 
+def latencies_in_turns(searches: list, q: np.ndarray, n: int) -> list[tuple[float, float]]:
+    """``latency_ms`` of several searches over ``n`` queries each, timed in turns (the machine's
+    speed swings by a fifth within seconds: the drift falls on all of them alike). Each turn
+    gives every search a different query, and no query runs twice while there are enough, so
+    that no search finds the memory its query reads already cached by another's."""
+    for search in searches:
+        for i in range(min(5, len(q))):
+            search(q[i : i + 1])
+    times: list[list[float]] = [[] for _ in searches]
+    step = 0
+    for _ in range(n):
+        for s, search in enumerate(searches):
+            i = (step + 5) % len(q)
+            step += 1
+            t0 = time.perf_counter()
+            search(q[i : i + 1])
+            times[s].append((time.perf_counter() - t0) * 1000)
+    return [(float(np.median(t)), float(np.percentile(t, 95))) for t in times]
+
+
 def rescored(vi, x: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Top-K ids after re-scoring an index's RESCORE_FACTOR x K candidates on float vectors."""
     from vtsearch.search.retrieve import RESCORE_FACTOR
@@ -171,18 +191,39 @@ def run_all(
     def measure(
         method: str, setting: str, nbytes: int, build_s: float, search, brute: bool = False
     ) -> Row:
+        return measure_settings(method, nbytes, build_s, {setting: search}, brute)[0]
+
+    def measure_settings(
+        method: str, nbytes: int, build_s: float, searches: dict, brute: bool = False
+    ) -> list[Row]:
+        """Recall of each setting, then their latencies timed in turns."""
         faiss.omp_set_num_threads(1)
-        row = Row(method, setting, build_s, nbytes / n)
         # A brute-force scan of 1M vectors takes a good fraction of a second per query on one
         # thread: fewer queries say as much.
         nq = min(len(q), 100) if brute else len(q)
-        got = np.concatenate([search(q[i : min(i + 256, nq)]) for i in range(0, nq, 256)])
-        row.recall = recall(got, exact[:nq])
+        out = []
+        for setting, search in searches.items():
+            row = Row(method, setting, build_s, nbytes / n)
+            got = np.concatenate([search(q[i : min(i + 256, nq)]) for i in range(0, nq, 256)])
+            row.recall = recall(got, exact[:nq])
+            out.append(row)
         lat = min(lat_queries, 20) if brute and n > 200_000 else lat_queries
-        row.ms, row.p95 = latency_ms(search, q, lat)
-        rows.append(row)
-        log(row.line())
-        return row
+        for row, (ms, p95) in zip(
+            out, latencies_in_turns(list(searches.values()), q, lat), strict=True
+        ):
+            row.ms, row.p95 = ms, p95
+            rows.append(row)
+            log(row.line())
+        return out
+
+    def at(vi, spec):
+        """A search of ``vi`` with ``spec`` set just before it (settings timed in turns)."""
+
+        def search(one: np.ndarray) -> np.ndarray:
+            vi.spec = spec
+            return vi.search(one, K)[1]
+
+        return search
 
     efc = {"ef_construction": ef_construction}
     specs = [
@@ -204,32 +245,41 @@ def run_all(
                 method, "exact", index_bytes, t.s, lambda one, vi=vi: vi.search(one, K)[1], True
             )
         elif spec.kind == "hnsw":
-            for ef in hnsw_efs:
-                vi.spec = replace(spec, ef_search=ef)
-                measure(
-                    method, f"ef={ef}", index_bytes, t.s, lambda one, vi=vi: vi.search(one, K)[1]
-                )
+            measure_settings(
+                method,
+                index_bytes,
+                t.s,
+                {f"ef={ef}": at(vi, replace(spec, ef_search=ef)) for ef in hnsw_efs},
+            )
         else:
-            for nprobe in nprobes:
-                vi.spec = IndexSpec(
+            probe = {
+                nprobe: IndexSpec(
                     "ivfpq", nlist=spec.nlist, nprobe=nprobe, pq_m=spec.pq_m, built_for=n
                 )
-                setting = f"{spec.nlist}/{nprobe}/PQ{spec.pq_m}"
-                measure(method, setting, index_bytes, t.s, lambda one, vi=vi: vi.search(one, K)[1])
+                for nprobe in nprobes
+            }
+            measure_settings(
+                method,
+                index_bytes,
+                t.s,
+                {f"{spec.nlist}/{p}/PQ{spec.pq_m}": at(vi, s) for p, s in probe.items()},
+            )
+
             # What queries do with an IVF-PQ index: re-score RESCORE_FACTOR x k candidates on the
             # float vectors (read from the catalog rows there; from memory here).
-            for nprobe in nprobes:
-                vi.spec = IndexSpec(
-                    "ivfpq", nlist=spec.nlist, nprobe=nprobe, pq_m=spec.pq_m, built_for=n
-                )
-                setting = f"{spec.nlist}/{nprobe}/x{RESCORE_FACTOR}"
-                measure(
-                    "faiss IVF-PQ+rescore",
-                    setting,
-                    index_bytes,
-                    t.s,
-                    lambda one, vi=vi: rescored(vi, x, one),
-                )
+            def rescoring(vi, s):
+                def search(one: np.ndarray) -> np.ndarray:
+                    vi.spec = s
+                    return rescored(vi, x, one)
+
+                return search
+
+            measure_settings(
+                "faiss IVF-PQ+rescore",
+                index_bytes,
+                t.s,
+                {f"{spec.nlist}/{p}/x{RESCORE_FACTOR}": rescoring(vi, s) for p, s in probe.items()},
+            )
         del vi
         gc.collect()
 
@@ -246,11 +296,17 @@ def run_all(
                 index.add_items(x[i : i + 100_000], ids[i : i + 100_000], num_threads=cores)
         index.set_num_threads(1)
         index_bytes = file_bytes(index.save_index)
-        for ef in hnsw_efs:
-            index.set_ef(max(ef, K))
-            measure(
-                "hnswlib M=32", f"ef={ef}", index_bytes, t.s, lambda one: index.knn_query(one, K)[0]
-            )
+
+        def hnswlib_at(ef: int):
+            def search(one: np.ndarray) -> np.ndarray:
+                index.set_ef(max(ef, K))
+                return index.knn_query(one, K)[0]
+
+            return search
+
+        measure_settings(
+            "hnswlib M=32", index_bytes, t.s, {f"ef={ef}": hnswlib_at(ef) for ef in hnsw_efs}
+        )
         del index
         gc.collect()
     return rows

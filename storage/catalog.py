@@ -40,6 +40,13 @@ class FileRecord:
 
 
 @dataclass
+class StoredText:
+    text: str
+    source: str | None
+    vector: np.ndarray | None = None
+
+
+@dataclass
 class NewImage:
     """One decoded-and-embedded (or failed) file, ready to be written."""
 
@@ -415,18 +422,20 @@ class Catalog:
             s.flush()
             return [r.id for r in rows]
 
-    def text_rows(self, ids: Iterable[int]) -> dict[int, tuple[str, str | None]]:
+    def texts(self, ids: Iterable[int], vectors: bool = False) -> dict[int, StoredText]:
+        """Texts by id, in one query (a removed text is absent); ``vectors``: with their stored
+        vectors, for re-scoring and priors."""
         ids = list(ids)
+        cols = [TextRow.id, TextRow.text, TextRow.source]
+        if vectors:
+            cols.append(TextRow.vector)
         with Session(self.engine) as s:
-            stmt = select(TextRow.id, TextRow.text, TextRow.source).where(TextRow.id.in_(ids))
-            return {i: (t, src) for i, t, src in s.execute(stmt)}
-
-    def text_vectors(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
-        """The stored vectors of texts, by id (a removed text is absent)."""
-        ids = list(ids)
-        with Session(self.engine) as s:
-            stmt = select(TextRow.id, TextRow.vector).where(TextRow.id.in_(ids))
-            return {i: np.frombuffer(v, dtype=np.float32) for i, v in s.execute(stmt)}
+            return {
+                row[0]: StoredText(
+                    row[1], row[2], np.frombuffer(row[3], dtype=np.float32) if vectors else None
+                )
+                for row in s.execute(select(*cols).where(TextRow.id.in_(ids)))
+            }
 
     def text_count(self) -> int:
         with Session(self.engine) as s:

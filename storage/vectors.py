@@ -205,7 +205,10 @@ def make_index(spec: IndexSpec | str, dim: int):
         base = faiss.IndexFlatIP(dim)
     elif spec.quantised_graph:
         ip, sq = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer
-        graph = faiss.IndexHNSWSQ(dim, sq.QT_8bit, spec.m, ip)
+        # One range for all dimensions rather than one per dimension: the graph walk decodes
+        # faster (R@10 alike, 10-20% less time per query on 50k synthetic vectors), and the
+        # float16 re-scoring puts the final order right.
+        graph = faiss.IndexHNSWSQ(dim, sq.QT_8bit_uniform, spec.m, ip)
         graph.hnsw.efConstruction = spec.ef_construction
         graph.hnsw.efSearch = spec.ef_search
         fine = faiss.IndexScalarQuantizer(dim, sq.QT_fp16, ip)
@@ -319,6 +322,17 @@ class VectorIndex:
             self.index.construct_rev_map()
 
     def _params(self):
+        # Built once per spec, index and tombstone state: making the SWIG objects anew cost about
+        # 8 us a query, against a graph walk of 300-500 us.
+        key = (self.spec, id(self.index), bool(self._dead))
+        cache = self.__dict__.setdefault("_params_cache", {})
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.clear()
+            cache[key] = self._make_params()
+        return cache[key]
+
+    def _make_params(self):
         faiss = _faiss()
         sel = None
         if self._dead:
@@ -658,9 +672,11 @@ def optimize(
     force: bool = False,
     dry_run: bool = False,
     memory_bytes: int | None = None,
+    names: tuple[str, ...] | None = None,
 ) -> list[OptimizeReport]:
     """Rebuild each index of the collection in ``folder`` whose kind no longer fits its size.
 
+    ``names`` limits this to some of the indexes (``"vectors"`` for images, ``"texts"``).
     ``kind`` forces a kind instead of :func:`choose_index`; ``force`` rebuilds even when the
     index is right (compacting removed vectors); ``dry_run`` only reports. The new kind and its
     parameters are recorded in the catalog meta (``index_kind``, ``index_params``; the text
@@ -672,6 +688,8 @@ def optimize(
     reports = []
     for name, cat_kind, key in _INDEXES:
         if not dim or (name != IMAGES and not (folder / f"{name}.faiss").exists()):
+            continue
+        if names is not None and name not in names:
             continue
         vi = VectorIndex.load(folder, dim, name=name)
         vi.sync(catalog, cat_kind)

@@ -46,7 +46,9 @@ def default_workers(device: object) -> int:
     worker processes that decode ahead of it, all cores but the one feeding the GPU."""
     import os
 
-    cores = os.cpu_count() or 1
+    # The cores this process may run on (a container or taskset may allow fewer than exist).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
     return max(1, cores - 1) if getattr(device, "type", str(device)) == "cuda" else cores
 
 
@@ -396,24 +398,23 @@ class Engine:
         depth = max(k, rerank_k or (reranker.default_k if reranker else k))
         scores, ids = tindex.search(q.vector[None, :], search_depth(tindex, depth))
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        stored = None
+        # One read of the rows: with their vectors when they re-score the candidates or feed the
+        # fusion scorer's prior.
+        fusion_prior = reranker is not None and not isinstance(reranker, BlipReranker)
+        rows = catalog.texts((i for i, _ in found), vectors=rescored(tindex) or fusion_prior)
         if rescored(tindex):
-            stored = catalog.text_vectors(i for i, _ in found)
-            found = rescore(found, stored, q.vector, depth)
-        rows = catalog.text_rows(i for i, _ in found)
-        hits = [TextResult(i, rows[i][0], s, rows[i][1], bi_score=s) for i, s in found if i in rows]
+            found = rescore(found, {i: r.vector for i, r in rows.items()}, q.vector, depth)
+        hits = [
+            TextResult(i, rows[i].text, s, rows[i].source, bi_score=s)
+            for i, s in found
+            if i in rows
+        ]
         if reranker is None or not hits:
             return hits[:k]
         if isinstance(reranker, BlipReranker):
             fusion = reranker.score_texts(read_image(image), [h.text for h in hits])
             return apply_rerank(hits, fusion, 1.0, k)
-        # The prior reads the texts' stored vectors (a text removed meanwhile drops out).
-        if stored is None:
-            stored = catalog.text_vectors(h.id for h in hits)
-        hits = [h for h in hits if h.id in stored]
-        if not hits:
-            return []
-        prior = reranker.prior("i2t", np.stack([stored[h.id] for h in hits]))
+        prior = reranker.prior("i2t", np.stack([rows[h.id].vector for h in hits]))
         fusion = None
         if reranker.mix["i2t"]:  # 0: this direction re-ranks by the prior alone
             states = embedder.encode_texts([h.text for h in hits])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,6 +78,9 @@ class Loaded:
     taken_at: datetime | None
 
 
+#: Serialises Image.open under warnings.catch_warnings, which is not thread-safe.
+_OPEN_LOCK = threading.Lock()
+
 #: Smallest side a JPEG is decoded to (by DCT scaling) before the model's own resize: indexing
 #: and image queries use the same, so a photo and a query of that photo embed alike.
 DECODE_TARGET = 256
@@ -93,23 +97,25 @@ def load_image(path: str, target: int | None = None) -> Loaded:
         DecompressionBomb: the decode would need more than ``MAX_DECODE_PIXELS`` pixels.
         OSError, ValueError, ...: a file Pillow cannot read (see ``describe_error``).
     """
-    with warnings.catch_warnings():
+    with _OPEN_LOCK, warnings.catch_warnings():
         # Bombs are refused below, by what would be decoded rather than by what is declared.
+        # The filters are process-wide and catch_warnings is not thread-safe: decode threads
+        # take turns here, for the header only (Pillow warns at open; decoding comes after).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(path)
-        fmt = img.format or "?"
-        size = img.size
-        taken = _taken_at(img)
-        if target and fmt == "JPEG":
-            # draft() picks the smallest DCT scale that stays >= the requested size.
-            img.draft("RGB", (target, target))
-        w, h = img.size
-        if w * h > MAX_DECODE_PIXELS:
-            raise DecompressionBomb(
-                f"{size[0]}x{size[1]} pixels would need {w * h:,} decoded pixels, more than the "
-                f"limit of {MAX_DECODE_PIXELS:,}"
-            )
-        img.load()
+    fmt = img.format or "?"
+    size = img.size
+    taken = _taken_at(img)
+    if target and fmt == "JPEG":
+        # draft() picks the smallest DCT scale that stays >= the requested size.
+        img.draft("RGB", (target, target))
+    w, h = img.size
+    if w * h > MAX_DECODE_PIXELS:
+        raise DecompressionBomb(
+            f"{size[0]}x{size[1]} pixels would need {w * h:,} decoded pixels, more than the "
+            f"limit of {MAX_DECODE_PIXELS:,}"
+        )
+    img.load()
     img, size = _orient(img, size)
     return Loaded(_to_rgb(img), size, fmt, taken)
 
@@ -308,19 +314,25 @@ class DecodeInTurns:
             for start in self._starts:
                 yield _collate([self.files[i] for i in self._part(start)])
             return
-        with ThreadPoolExecutor(
-            self.threads, thread_name_prefix="vtsearch-decode", initializer=_one_torch_thread
-        ) as pool:
-            self._pool = pool
-            try:
-                while True:
-                    self.decode_next()
-                    if self._ahead is None:
-                        return
-                    batch, self._ahead = self._ahead, None
-                    yield _collate([f.result() for f in batch])
-            finally:
-                self._pool = None
-                if self._ahead:  # the consumer stopped early: drop the batch decoded for it
-                    for f in self._ahead:
-                        f.cancel()
+        # torch.set_num_threads in a decode thread also sets the default that threads started
+        # later take up: the consumer's own count is put back once the decode threads are gone.
+        consumer_threads = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(
+                self.threads, thread_name_prefix="vtsearch-decode", initializer=_one_torch_thread
+            ) as pool:
+                self._pool = pool
+                try:
+                    while True:
+                        self.decode_next()
+                        if self._ahead is None:
+                            return
+                        batch, self._ahead = self._ahead, None
+                        yield _collate([f.result() for f in batch])
+                finally:
+                    self._pool = None
+                    if self._ahead:  # the consumer stopped early: drop the batch decoded for it
+                        for f in self._ahead:
+                            f.cancel()
+        finally:
+            torch.set_num_threads(consumer_threads)

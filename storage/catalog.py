@@ -324,8 +324,8 @@ class Catalog:
                 }
                 for it, good in zip(items, ok, strict=True)
             ]
-            # One multi-row INSERT ... RETURNING, ids in the order of ``values``, instead of one
-            # ORM flush per row (a quarter less time per indexed photo).
+            # A Core INSERT ... RETURNING of all rows, ids in the order of ``values``, instead of
+            # ORM objects flushed one at a time (a quarter less time per indexed photo).
             ids = (
                 s.scalars(
                     insert(ImageRow).returning(ImageRow.id, sort_by_parameter_order=True), values

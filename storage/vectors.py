@@ -26,6 +26,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -322,10 +323,12 @@ class VectorIndex:
             self.index.construct_rev_map()
 
     def _params(self):
-        # Built once per spec, index and tombstone state: making the SWIG objects anew cost about
-        # 8 us a query, against a graph walk of 300-500 us.
+        # Built once per spec, index and tombstone state, and per thread: FAISS's id map swaps its
+        # own selector into the parameters during a search, so threads must not share them.
+        # Making the SWIG objects anew cost about 8 us a query, against a walk of 300-500 us.
         key = (self.spec, id(self.index), bool(self._dead))
-        cache = self.__dict__.setdefault("_params_cache", {})
+        local = self.__dict__.setdefault("_params_local", threading.local())
+        cache = local.__dict__.setdefault("cache", {})
         if key not in cache:
             if len(cache) >= 8:
                 cache.clear()

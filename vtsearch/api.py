@@ -43,13 +43,14 @@ def default_batch_size(device: object) -> int:
 
 def default_workers(device: object) -> int:
     """Decoders: on a CPU, threads that take turns with the model, one per core; with a GPU,
-    worker processes that decode ahead of it, all cores but the one feeding the GPU."""
+    worker processes that decode ahead of it, all cores but the one feeding the GPU, at most 8
+    (each holds its own prefetched batches)."""
     import os
 
     # The cores this process may run on (a container or taskset may allow fewer than exist).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
-    return max(1, cores - 1) if getattr(device, "type", str(device)) == "cuda" else cores
+    return max(1, min(8, cores - 1)) if getattr(device, "type", str(device)) == "cuda" else cores
 
 
 #: Memoised image priors kept before the memo starts over (about 100 bytes each).

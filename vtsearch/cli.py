@@ -80,13 +80,13 @@ def main(
     "--batch-size",
     type=int,
     default=None,
-    help="Images per forward pass (default: 8 on CPU, 64 on GPU).",
+    help="Images per forward pass (default: 6 on CPU, 64 on GPU).",
 )
 @click.option(
     "--workers",
     default=None,
     type=int,
-    help="Decode threads (CPU) or processes (GPU); default: one per core.",
+    help="Decode threads on CPU (default: one per core), processes on GPU (cores - 1, at most 8).",
 )
 @click.option(
     "--ext",

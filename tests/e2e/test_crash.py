@@ -27,12 +27,13 @@ from vtsearch.storage.vectors import VectorIndex
 SEED = 20260
 #: Kills over the first run, then over a second run that adds, changes and deletes files.
 KILLS = (14, 6)
-# A commit per batch: the runs are short, and each batch is a point to be interrupted at.
+# Batches of 2 and a commit every 3 images or more: groups of two batches, so that kills land
+# between a group's batches as well as during commits, in runs short enough to kill 20 times.
 ENV = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",
     "VTSEARCH_CHECKPOINT_SECONDS": "0",
-    "VTSEARCH_COMMIT_IMAGES": "1",
+    "VTSEARCH_COMMIT_IMAGES": "3",
 }
 
 

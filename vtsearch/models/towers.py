@@ -113,8 +113,9 @@ class EvenSameConv(nn.Module):
         super().__init__()
         if conv.stride != (2, 2) or conv.dilation != (1, 1):
             raise ValueError("only stride-2, undilated convolutions are rewritten")
-        pads = [(k - 2) // 2 for k in conv.kernel_size]  # TF's top and left pads, even input
-        extra = [(k - 2) - 2 * p for k, p in zip(conv.kernel_size, pads, strict=True)]
+        totals = [max(k - 2, 0) for k in conv.kernel_size]  # TF's total pad on an even input
+        pads = [t // 2 for t in totals]  # top and left; bottom and right get ``extra`` more
+        extra = [t - 2 * p for t, p in zip(totals, pads, strict=True)]
         self.fast = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
@@ -144,7 +145,11 @@ def fold_same_padding(net: nn.Module) -> int:
     swapped = 0
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, Conv2dSame) and child.stride == (2, 2):
+            if (
+                isinstance(child, Conv2dSame)
+                and child.stride == (2, 2)
+                and child.dilation == (1, 1)
+            ):
                 setattr(module, name, EvenSameConv(child))
                 swapped += 1
     return swapped

@@ -6,6 +6,7 @@ import numpy as np
 
 from vtsearch.search.results import Result
 from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.schema import ImageRow
 from vtsearch.storage.vectors import VectorIndex
 
 
@@ -42,8 +43,15 @@ def rescore(
 
 def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -> list[Result]:
     """Top-``k`` results for one query vector, with their catalog metadata."""
+    return retrieve_rows(query, vindex, catalog, k)[0]
+
+
+def retrieve_rows(
+    query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int
+) -> tuple[list[Result], dict[int, ImageRow]]:
+    """:func:`retrieve`, and the catalog rows it read (with their vectors) by id."""
     if len(vindex) == 0:
-        return []
+        return [], {}
     scores, ids = vindex.search(query[None, :], search_depth(vindex, k))
     hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     rows = catalog.rows(i for i, _ in hits)
@@ -51,11 +59,12 @@ def retrieve(query: np.ndarray, vindex: VectorIndex, catalog: Catalog, k: int) -
         # The rows carry their vectors: exact scores cost no further read.
         stored = {i: np.frombuffer(r.vector, dtype=np.float32) for i, r in rows.items() if r.vector}
         hits = rescore(hits, stored, query, k)
-    return [
+    results = [
         Result(i, rows[i].path, s, rows[i].width, rows[i].height, rows[i].taken_at, bi_score=s)
         for i, s in hits
         if i in rows  # a row deleted after the index snapshot is simply not shown
     ]
+    return results, rows
 
 
 def apply_rerank(

@@ -264,14 +264,14 @@ class Engine:
         """
         from vtsearch.search.blip import BlipReranker
         from vtsearch.search.query import encode_query, try_read_image
-        from vtsearch.search.retrieve import apply_rerank, retrieve
+        from vtsearch.search.retrieve import apply_rerank, retrieve_rows
 
         self._check_k(k)
         catalog, embedder = self._bound(create=False)
         q = encode_query(embedder, text, image)
         reranker = self._load_reranker() if rerank and q.text is not None else None
         depth = max(k, rerank_k or (reranker.default_k if reranker else k))
-        hits = retrieve(q.vector, self._vectors(catalog, embedder.dim), catalog, depth)
+        hits, rows = retrieve_rows(q.vector, self._vectors(catalog, embedder.dim), catalog, depth)
         if reranker is None or not hits:
             return hits[:k]
         ids = [h.id for h in hits]
@@ -282,7 +282,8 @@ class Engine:
         if reranker.mix["t2i"]:
             regions = self._region_tokens(reranker, embedder, ids)
             fusion = reranker.score_images(q.text, regions)
-        return apply_rerank(hits, fusion, reranker.mix["t2i"], k, self._priors(reranker, ids))
+        priors = self._priors(reranker, ids, rows)
+        return apply_rerank(hits, fusion, reranker.mix["t2i"], k, priors)
 
     @staticmethod
     def _check_k(k: int) -> None:
@@ -298,15 +299,15 @@ class Engine:
             self._reranker = load_reranker(self.model_id, self._reranker_name, device)
         return self._reranker  # type: ignore[return-value]
 
-    def _priors(self, reranker: FusionReranker, ids: list[int]) -> np.ndarray:
+    def _priors(self, reranker: FusionReranker, ids: list[int], rows: dict) -> np.ndarray:
         """Query-bank priors of images, memoised: a row id always names the same vector (a
-        changed file gets a new id), and hubs come back in query after query."""
+        changed file gets a new id), and hubs come back in query after query. ``rows``: the
+        catalog rows the search read, which carry the vectors of the ids not memoised yet."""
         if len(self._prior_memo) > PRIOR_MEMO_MAX:
             self._prior_memo.clear()
         todo = [i for i in ids if i not in self._prior_memo]
         if todo:
-            rows = self._catalog.rows(todo)
-            todo = [i for i in todo if i in rows]
+            todo = [i for i in todo if i in rows and rows[i].vector]
             if todo:
                 vecs = np.stack([np.frombuffer(rows[i].vector, dtype=np.float32) for i in todo])
                 priors = reranker.prior("t2i", vecs).tolist()

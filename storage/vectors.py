@@ -692,7 +692,7 @@ def optimize(
     for name, cat_kind, key in _INDEXES:
         if not dim or (name != IMAGES and not (folder / f"{name}.faiss").exists()):
             continue
-        if names is not None and name not in names:
+        if names is not None and name not in ((names,) if isinstance(names, str) else names):
             continue
         vi = VectorIndex.load(folder, dim, name=name)
         vi.sync(catalog, cat_kind)

@@ -77,23 +77,11 @@ def recall(got: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a[:k]) & set(b)) / k for a, b in zip(got, exact, strict=True)]))
 
 
-def latency_ms(search, q: np.ndarray, n: int) -> tuple[float, float]:
-    """Median and 95th percentile ms of ``search(one_query)`` over the first ``n`` queries."""
-    for i in range(min(5, len(q))):  # warm caches
-        search(q[i : i + 1])
-    times = []
-    for i in range(min(n, len(q))):
-        t0 = time.perf_counter()
-        search(q[i : i + 1])
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times)), float(np.percentile(times, 95))
-
-
 def latencies_in_turns(searches: list, q: np.ndarray, n: int) -> list[tuple[float, float]]:
-    """``latency_ms`` of several searches over ``n`` queries each, timed in turns (the machine's
-    speed swings by a fifth within seconds: the drift falls on all of them alike). Each turn
-    gives every search a different query, and no query runs twice while there are enough, so
-    that no search finds the memory its query reads already cached by another's."""
+    """Median and 95th percentile ms of each of ``searches(one_query)`` over ``n`` queries, timed
+    in turns (the machine's speed swings by a fifth within seconds: the drift falls on all of them
+    alike). Each turn gives every search a different query, and no query runs twice while there
+    are enough, so that no search finds the memory its query reads already cached by another's."""
     for search in searches:
         for i in range(min(5, len(q))):
             search(q[i : i + 1])
@@ -184,7 +172,9 @@ def run_all(
     row = Row("numpy exact", "", 0.0, 4 * dim)
     checked = np.array([numpy_search(q[i : i + 1]) for i in range(min(20, len(q)))])
     row.recall = recall(checked, exact[: len(checked)])
-    row.ms, row.p95 = latency_ms(numpy_search, q, min(lat_queries, 20 if n > 200_000 else 50))
+    ((row.ms, row.p95),) = latencies_in_turns(
+        [numpy_search], q, min(lat_queries, 20 if n > 200_000 else 50)
+    )
     rows.append(row)
     log(row.line())
 
@@ -216,12 +206,12 @@ def run_all(
             log(row.line())
         return out
 
-    def at(vi, spec):
-        """A search of ``vi`` with ``spec`` set just before it (settings timed in turns)."""
+    def at(vi, spec, run=lambda vi, one: vi.search(one, K)[1]):
+        """``run(vi, query)`` with ``spec`` set just before it (settings timed in turns)."""
 
         def search(one: np.ndarray) -> np.ndarray:
             vi.spec = spec
-            return vi.search(one, K)[1]
+            return run(vi, one)
 
         return search
 
@@ -267,18 +257,17 @@ def run_all(
 
             # What queries do with an IVF-PQ index: re-score RESCORE_FACTOR x k candidates on the
             # float vectors (read from the catalog rows there; from memory here).
-            def rescoring(vi, s):
-                def search(one: np.ndarray) -> np.ndarray:
-                    vi.spec = s
-                    return rescored(vi, x, one)
-
-                return search
+            def rescore_on_x(vi, one):
+                return rescored(vi, x, one)
 
             measure_settings(
                 "faiss IVF-PQ+rescore",
                 index_bytes,
                 t.s,
-                {f"{spec.nlist}/{p}/x{RESCORE_FACTOR}": rescoring(vi, s) for p, s in probe.items()},
+                {
+                    f"{spec.nlist}/{p}/x{RESCORE_FACTOR}": at(vi, s, rescore_on_x)
+                    for p, s in probe.items()
+                },
             )
         del vi
         gc.collect()

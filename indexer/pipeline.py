@@ -128,9 +128,10 @@ class _Group:
         vindex: VectorIndex,
         tokens: TokenSink | None,
         report: IndexReport,
+        progress: Progress | None,
     ) -> None:
         self.todo, self.catalog, self.vindex, self.tokens = todo, catalog, vindex, tokens
-        self.report = report
+        self.report, self.progress = report, progress
         self.items: list[NewImage] = []
         self.region_tokens: list[np.ndarray] = []
         self.done = 0
@@ -163,7 +164,8 @@ class _Group:
             self.region_tokens.append(region_tokens)
 
     def commit(self) -> None:
-        """One transaction for the group's rows, vectors and tokens; then the index follows."""
+        """One transaction for the group's rows, vectors and tokens; then the index and the
+        progress follow."""
         hook = None
         if self.tokens is not None:
             hook = self.tokens.writer(
@@ -174,6 +176,8 @@ class _Group:
         self.done += len(self.items)
         self.report.embedded += sum(1 for it in self.items if it.error is None)
         self.items, self.region_tokens = [], []
+        if self.progress:
+            self.progress(self.done, len(self.todo))
 
 
 def index_folder(
@@ -221,7 +225,7 @@ def index_folder(
         loader: Iterable = DecodeInTurns(paths, embedder.transform, batch_size, workers)
     else:
         loader = decode_loader(paths, embedder.transform, batch_size, workers, pin_memory=True)
-    group = _Group(todo, catalog, vindex, tokens, report)
+    group = _Group(todo, catalog, vindex, tokens, report, progress)
     commit_every = config.commit_images()
     for pixels, decoded in loader:
         vectors = region_tokens = None
@@ -237,15 +241,11 @@ def index_folder(
         stop = bool(should_stop and should_stop())
         if group.size >= commit_every or stop:
             group.commit()
-            if progress:
-                progress(group.done, len(todo))
         if stop:
             report.interrupted = True
             break
     if group.size:
         group.commit()
-        if progress:
-            progress(group.done, len(todo))
 
     if tokens is not None:
         reconcile_tokens(catalog, tokens.cache)

@@ -251,6 +251,7 @@ class VectorIndex:
         #: The catalog sequence number this index reflects.
         self.seq = seq
         self._dead = int(np.count_nonzero(self._ids() == DEAD)) if self.approximate else 0
+        self._params_local = threading.local()
 
     @property
     def kind(self) -> str:
@@ -327,8 +328,9 @@ class VectorIndex:
         # own selector into the parameters during a search, so threads must not share them.
         # Making the SWIG objects anew cost about 8 us a query, against a walk of 300-500 us.
         key = (self.spec, id(self.index), bool(self._dead))
-        local = self.__dict__.setdefault("_params_local", threading.local())
-        cache = local.__dict__.setdefault("cache", {})
+        cache = getattr(self._params_local, "cache", None)
+        if cache is None:
+            cache = self._params_local.cache = {}
         if key not in cache:
             if len(cache) >= 8:
                 cache.clear()

@@ -33,12 +33,16 @@ TEXTS = "texts"
 CHECKPOINT_SECONDS = config.checkpoint_seconds()
 
 
+def _on_gpu(device: object) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
 def default_batch_size(device: object) -> int:
     """Images per forward pass: small on a CPU, where activations that fit the caches count most
     (Lite0 alone on 2 cores, `python bench/indexing.py`: 127 img/s at batch 6, 116 at 4, 118 at
     8, 73 at 16; the whole pipeline ran 98 img/s at batch 6, 66 at batch 8 the run before), large
     on a GPU."""
-    return 64 if getattr(device, "type", str(device)) == "cuda" else 6
+    return 64 if _on_gpu(device) else 6
 
 
 def default_workers(device: object) -> int:
@@ -50,7 +54,7 @@ def default_workers(device: object) -> int:
     # The cores this process may run on (a container or taskset may allow fewer than exist).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
-    return max(1, min(8, cores - 1)) if getattr(device, "type", str(device)) == "cuda" else cores
+    return max(1, min(8, cores - 1)) if _on_gpu(device) else cores
 
 
 #: Memoised image priors kept before the memo starts over (about 100 bytes each).

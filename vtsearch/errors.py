@@ -59,3 +59,23 @@ class DatasetError(VtsearchError):
     """Training or evaluation data that is missing or malformed."""
 
     exit_code = 2
+
+
+class StorageError(VtsearchError):
+    """A collection file that cannot be read or written; the message names the file."""
+
+    exit_code = 6
+
+
+class DiskFullError(StorageError):
+    """No space left to write the collection; nothing committed is lost, re-run to resume."""
+
+
+class CollectionPermissionError(StorageError):
+    """A collection file or folder this user may not read (or write, for a writer)."""
+
+
+class RootError(VtsearchError):
+    """An indexed folder that is missing or suddenly looks empty; its rows are kept."""
+
+    exit_code = 7

@@ -16,6 +16,7 @@ A kill before step 2 leaves only token records no row points at; ``reconcile_tok
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ import numpy as np
 import torch
 
 from vtsearch import config
+from vtsearch.errors import RootError
 from vtsearch.indexer.decode import DecodeInTurns, decode_loader
-from vtsearch.indexer.scan import Plan, plan_changes, scan_folder
+from vtsearch.indexer.scan import HashProgress, Plan, Stopped, plan_changes, scan_folder
 from vtsearch.models.base import Embedder
-from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.catalog import Catalog, FileRecord, NewImage
 from vtsearch.storage.tokens import TokenCache
 from vtsearch.storage.vectors import VectorIndex
 
@@ -44,12 +46,28 @@ class IndexReport:
     copied: int = 0
     deleted: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Files that could not be used this time while their row keeps its good vector (a
+    #: permission, a vanishing network drive, a file being written): ``(path, reason)``.
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    #: Indexed folders that no longer exist; their rows are kept until ``forget_root``.
+    missing_roots: list[str] = field(default_factory=list)
+    #: Indexed folders that no longer exist and held no rows, dropped from the collection.
+    dropped_roots: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
 
     @property
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def merge(self, other: IndexReport) -> None:
+        """Add another root's run to this report."""
+        for name in ("scanned", "embedded", "unchanged", "relinked", "copied", "deleted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("failed", "kept", "missing_roots", "dropped_roots"):
+            getattr(self, name).extend(getattr(other, name))
+        self.seconds += other.seconds
+        self.interrupted |= other.interrupted
 
 
 class TokenSink:
@@ -94,15 +112,8 @@ def reconcile_tokens(catalog: Catalog, cache: TokenCache) -> None:
 
 
 def catch_up(catalog: Catalog, vindex: VectorIndex) -> None:
-    """Bring the in-memory FAISS index up to the catalog.
-
-    An index that claims a newer sequence number than the catalog has (a catalog restored from a
-    backup, or one that lost its last commits in a power cut) holds vectors the catalog does not
-    know: it is rebuilt from the catalog instead.
-    """
-    if vindex.seq > catalog.current_seq():
-        vindex.remove(index_ids(vindex))
-        vindex.seq = 0
+    """Bring the in-memory FAISS index up to the catalog (see ``VectorIndex.sync``: an index of
+    another history than the catalog's, e.g. after a restore from a backup, is rebuilt)."""
     vindex.sync(catalog)
 
 
@@ -129,9 +140,13 @@ class _Group:
         tokens: TokenSink | None,
         report: IndexReport,
         progress: Progress | None,
+        good_rows: set[int],
     ) -> None:
         self.todo, self.catalog, self.vindex, self.tokens = todo, catalog, vindex, tokens
         self.report, self.progress = report, progress
+        #: Rows holding a good vector: a new version of their file that fails to decode (cut
+        #: off while being copied, say) leaves them as they are, for the next run to retry.
+        self.good_rows = good_rows
         self.items: list[NewImage] = []
         self.region_tokens: list[np.ndarray] = []
         self.done = 0
@@ -146,7 +161,19 @@ class _Group:
         v = 0
         for d in decoded:
             stat, digest, replace_id = self.todo[d.index]
-            item = NewImage(stat.path, stat.size, stat.mtime_ns, digest, replace_id=replace_id)
+            if d.error is not None and replace_id in self.good_rows:
+                self.report.kept.append((stat.path, d.error))
+                self.done += 1
+                continue
+            item = NewImage(
+                stat.path,
+                stat.size,
+                stat.mtime_ns,
+                digest,
+                replace_id=replace_id,
+                ctime_ns=stat.ctime_ns,
+                inode=stat.inode,
+            )
             if d.error is None and vectors is not None:
                 item.vector = vectors[v]
                 v += 1
@@ -193,28 +220,61 @@ def index_folder(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     tokens: TokenSink | None = None,
+    hash_progress: HashProgress | None = None,
 ) -> IndexReport:
     """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
 
     Every ``config.commit_images()`` images or so, what was embedded since the last commit commits
     in one transaction, so a run that is killed resumes where it stopped. ``should_stop`` is polled
-    between batches (for SIGINT); what was embedded before it said stop is committed.
-    With ``tokens``, each image's region tokens go to the token cache in the same step.
+    while scanning, hashing and between batches (for SIGINT); what was embedded before it said
+    stop is committed, a plan cut short is dropped whole. With ``tokens``, each image's region
+    tokens go to the token cache in the same step. ``hash_progress`` follows the reading of new
+    and changed files (their content hashes) before any embedding.
+
+    Raises:
+        RootError: ``root`` holds no image files while the collection holds images from it (an
+            unmounted drive looks like an empty folder); nothing is removed.
     """
     t0 = time.perf_counter()
     root = root.resolve()
     if tokens is not None:
         reconcile_tokens(catalog, tokens.cache)
-    files, rejected = scan_folder(root, extensions, max_bytes)
-    known = catalog.records()
-    # Only the files under root are this run's business; other roots in the collection stay.
-    prefix = str(root) + "/"
-    known = {p: r for p, r in known.items() if p.startswith(prefix)}
-    plan = plan_changes(files, known, rejected)
+    exts = {e.lower() for e in extensions}
+    try:
+        files, rejected = scan_folder(root, exts, max_bytes, should_stop)
+    except Stopped:
+        return IndexReport(interrupted=True, seconds=time.perf_counter() - t0)
+    # Only rows this scan could have seen are its business: other roots, and files of other
+    # extensions under this one (``--ext png`` leaves the JPEGs alone), stay as they are.
+    known = {
+        p: r
+        for p, r in catalog.records(under=str(root)).items()
+        if os.path.splitext(p)[1].lower() in exts or p.endswith(os.sep)  # unlistable folders
+    }
+    if not files and not rejected and known:
+        raise RootError(
+            f"{root} holds no image files, but the collection holds {len(known)} from it (an "
+            "unmounted drive?); nothing was removed. If they are gone for good: "
+            f"vtsearch roots remove {root}"
+        )
+    catalog.add_root(str(root))
+    plan = plan_changes(
+        files,
+        known,
+        rejected,
+        root=str(root),
+        elsewhere=catalog.indexed_by_hash,
+        should_stop=should_stop,
+        progress=hash_progress,
+    )
     report = IndexReport(scanned=len(files) + len(rejected), unchanged=plan.unchanged)
+    if plan.interrupted:
+        report.interrupted = True
+        report.seconds = time.perf_counter() - t0
+        return report
 
     _apply_cheap_changes(plan, catalog, known, report, tokens)
-    catch_up(catalog, vindex)
+    vindex.sync(catalog)
 
     todo = plan.embed
     if progress:
@@ -225,7 +285,8 @@ def index_folder(
         loader: Iterable = DecodeInTurns(paths, embedder.transform, batch_size, workers)
     else:
         loader = decode_loader(paths, embedder.transform, batch_size, workers, pin_memory=True)
-    group = _Group(todo, catalog, vindex, tokens, report, progress)
+    good = {r.id for r in known.values() if r.status == "indexed"}
+    group = _Group(todo, catalog, vindex, tokens, report, progress, good)
     commit_every = config.commit_images()
     for pixels, decoded in loader:
         vectors = region_tokens = None
@@ -254,15 +315,25 @@ def index_folder(
 
 
 def _apply_cheap_changes(
-    plan: Plan, catalog: Catalog, known: dict, report: IndexReport, tokens: TokenSink | None
+    plan: Plan,
+    catalog: Catalog,
+    known: dict[str, FileRecord],
+    report: IndexReport,
+    tokens: TokenSink | None,
 ) -> None:
     """Deletions, moves, copies and rejects: nothing here needs a decode."""
     catalog.remove(plan.delete)
     if tokens is not None:
         tokens.cache.remove(np.array(plan.delete, dtype=np.int64))
     report.deleted = len(plan.delete)
-    catalog.touch([(rid, f.path, f.size, f.mtime_ns) for rid, f in plan.relink])
+    catalog.touch(
+        [
+            (rid, f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode)
+            for rid, f in plan.relink + plan.refresh
+        ]
+    )
     report.relinked = len(plan.relink)
+    report.kept.extend(plan.kept)
     if plan.copy:
         # A copy has its source's pixels: it shares its vector, size, format, time and tokens.
         items, sources = [], []
@@ -281,12 +352,15 @@ def _apply_cheap_changes(
                     height=src.height,
                     format=src.format,
                     taken_at=src.taken_at,
+                    ctime_ns=f.ctime_ns,
+                    inode=f.inode,
                 )
             )
             sources.append(src.id)
         catalog.write_batch(items, tokens.copier(sources) if tokens else None)
         report.copied = len(items)
     if plan.rejected:
+        # Only files without a good row get here (see ``plan_changes``): a failed row is replaced.
         items = []
         for f, reason in plan.rejected:
             rec = known.get(f.path)
@@ -298,6 +372,8 @@ def _apply_cheap_changes(
                     None,
                     error=reason,
                     replace_id=rec.id if rec else None,
+                    ctime_ns=f.ctime_ns,
+                    inode=f.inode,
                 )
             )
             report.failed.append((f.path, reason))

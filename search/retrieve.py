@@ -54,7 +54,9 @@ def retrieve_rows(
         return [], {}
     scores, ids = vindex.search(query[None, :], search_depth(vindex, k))
     hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-    rows = catalog.rows(i for i, _ in hits)
+    # Only indexed rows are results: an index never names a failed row of a consistent catalog,
+    # but a reader must not trust that when the two disagree.
+    rows = {i: r for i, r in catalog.rows(i for i, _ in hits).items() if r.status == "indexed"}
     if rescored(vindex):
         # The rows carry their vectors: exact scores cost no further read.
         stored = {i: np.frombuffer(r.vector, dtype=np.float32) for i, r in rows.items() if r.vector}

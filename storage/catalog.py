@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import secrets
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import (
+    URL,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from vtsearch.errors import ModelMismatchError, SchemaVersionError
+from vtsearch.storage.files import os_errors
 from vtsearch.storage.schema import (
     SCHEMA_VERSION,
     Base,
+    Commit,
     ImageRow,
     Meta,
+    Root,
     TextRow,
     TextTombstone,
     Tombstone,
 )
+
+CATALOG_FILE = "catalog.db"
 
 __all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
 
@@ -37,6 +57,8 @@ class FileRecord:
     mtime_ns: int
     sha256: str | None
     status: str
+    ctime_ns: int | None = None
+    inode: int | None = None
 
 
 @dataclass
@@ -64,17 +86,50 @@ class NewImage:
     #: the same transaction and the new version gets a fresh id, so a batch killed before its commit
     #: never touched anything a committed row points at (its token record in particular).
     replace_id: int | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    # WAL lets queries read a consistent snapshot while an indexer writes.
-    cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a committed batch survives a power cut too, so it is never embedded twice. One fsync
-    # per batch of images costs nothing next to the embedding.
+    # per batch of images costs nothing next to the embedding. Neither pragma writes the file.
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _writable(folder: Path) -> bool:
+    db = folder / CATALOG_FILE
+    if db.exists() and not os.access(db, os.W_OK):
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _sqlite_url(db: Path, readonly: bool) -> URL:
+    """The database URL, built by SQLAlchemy so ``?``, ``%`` or ``#`` in a path stay in it."""
+    if not readonly:
+        return URL.create("sqlite", database=str(db))
+    # A read-only reader opens the file as an SQLite URI (the path percent-quoted). Without a
+    # ``-wal`` file no writer is at work, and SQLite cannot make the shared-memory file a WAL
+    # reader needs in a folder it may not write: it then reads the file as it stands.
+    query = {"mode": "ro", "uri": "true"}
+    if not Path(str(db) + "-wal").exists():
+        query["immutable"] = "1"
+    return URL.create(
+        "sqlite", database="file:" + urllib.parse.quote(os.fsencode(db.resolve())), query=query
+    )
+
+
+def _writes(method):
+    """A full disk or a database this user may not write is a typed error naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with os_errors(self.location, "write"):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Catalog:
@@ -85,17 +140,35 @@ class Catalog:
         >>> cat.bind_model("vtsearch-lite", 640)  # doctest: +SKIP
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, readonly: bool = False, location: str | None = None) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        #: What error messages name: the database file.
+        self.location = location or str(engine.url.database or engine.url)
+        #: Opened for reading only (a folder or file this user may not write): nothing is created
+        #: or migrated, and writes fail.
+        self.readonly = readonly
+        if not readonly:
+            Base.metadata.create_all(engine)
         self._check_schema()
 
     @classmethod
-    def open(cls, folder: Path) -> Catalog:
-        folder.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(f"sqlite:///{folder / 'catalog.db'}")
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return cls(engine)
+    def open(cls, folder: Path, readonly: bool | None = None) -> Catalog:
+        """The catalog in ``folder``; ``readonly`` None: read-only when this user may not write."""
+        if readonly is None:
+            readonly = folder.is_dir() and not _writable(folder)
+        db = folder / CATALOG_FILE
+        with os_errors(db, "read" if readonly else "write"):
+            if not readonly:
+                folder.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(_sqlite_url(db, readonly))
+            event.listen(engine, "connect", _sqlite_pragmas)
+            if not readonly:
+                # WAL lets queries read a consistent snapshot while an indexer writes. The mode
+                # is stored in the file, so setting it once per writer is enough (and a reader
+                # that may not write must not try).
+                with engine.connect() as con:
+                    con.exec_driver_sql("PRAGMA journal_mode=WAL")
+            return cls(engine, readonly, str(db))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -103,12 +176,33 @@ class Catalog:
     # -- metadata -------------------------------------------------------------------------------
     def _check_schema(self) -> None:
         stored = self.get_meta("schema_version")
-        if stored is None:
+        if stored is None and not self.readonly:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(stored) > SCHEMA_VERSION:
+        elif stored is not None and int(stored) > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"this collection has catalog schema {stored}, newer than this vtsearch "
                 f"understands ({SCHEMA_VERSION}); upgrade vtsearch to open it"
+            )
+        elif stored is not None and int(stored) < SCHEMA_VERSION:
+            if self.readonly:
+                raise SchemaVersionError(
+                    f"this collection has catalog schema {stored} and needs an upgrade to "
+                    f"{SCHEMA_VERSION}, which needs write access: run `vtsearch status` once as "
+                    "a user who may write to the collection"
+                )
+            self._migrate(int(stored))
+
+    @_writes
+    def _migrate(self, stored: int) -> None:
+        """Bring an older catalog up to ``SCHEMA_VERSION`` in one transaction."""
+        with self.engine.begin() as con:
+            if stored < 2:
+                have = {c["name"] for c in inspect(con).get_columns("images")}
+                for col in ("ctime_ns", "inode"):
+                    if col not in have:
+                        con.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {col} INTEGER")
+            con.execute(
+                update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
             )
 
     def get_meta(self, key: str) -> str | None:
@@ -116,6 +210,7 @@ class Catalog:
             row = s.get(Meta, key)
             return row.value if row else None
 
+    @_writes
     def set_meta(self, key: str, value: str) -> None:
         with Session(self.engine) as s, s.begin():
             s.merge(Meta(key=key, value=value))
@@ -124,6 +219,7 @@ class Catalog:
         with Session(self.engine) as s:
             return {m.key: m.value for m in s.scalars(select(Meta))}
 
+    @_writes
     def bind_model(self, model_id: str, dim: int, revision: str = "") -> None:
         """Record the model of a new collection, or refuse one built by another model."""
         stored_model, stored_dim = self.get_meta("model_id"), self.get_meta("dim")
@@ -149,8 +245,8 @@ class Catalog:
             )
 
     # -- reads ----------------------------------------------------------------------------------
-    def records(self) -> dict[str, FileRecord]:
-        """Every catalogued file by path, without vectors."""
+    def records(self, under: str | None = None) -> dict[str, FileRecord]:
+        """Catalogued files by path, without vectors; ``under``: only those in that folder."""
         cols = (
             ImageRow.id,
             ImageRow.path,
@@ -158,9 +254,38 @@ class Catalog:
             ImageRow.mtime_ns,
             ImageRow.sha256,
             ImageRow.status,
+            ImageRow.ctime_ns,
+            ImageRow.inode,
+        )
+        stmt = select(*cols)
+        with Session(self.engine) as s:
+            got = {r.path: FileRecord(*r) for r in s.execute(stmt)}
+        if under is None:
+            return got
+        return {p: r for p, r in got.items() if is_under(p, under)}
+
+    def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, list[FileRecord]]:
+        """Indexed rows anywhere in the collection whose content hash is one of ``hashes``."""
+        wanted = list(set(hashes))
+        out: dict[str, list[FileRecord]] = {}
+        cols = (
+            ImageRow.id,
+            ImageRow.path,
+            ImageRow.size,
+            ImageRow.mtime_ns,
+            ImageRow.sha256,
+            ImageRow.status,
+            ImageRow.ctime_ns,
+            ImageRow.inode,
         )
         with Session(self.engine) as s:
-            return {r.path: FileRecord(*r) for r in s.execute(select(*cols))}
+            for i in range(0, len(wanted), 500):
+                stmt = select(*cols).where(
+                    ImageRow.sha256.in_(wanted[i : i + 500]), ImageRow.status == "indexed"
+                )
+                for r in s.execute(stmt.order_by(ImageRow.id)):
+                    out.setdefault(r.sha256, []).append(FileRecord(*r))
+        return out
 
     def row_by_hash(self, sha256: str) -> ImageRow | None:
         with Session(self.engine, expire_on_commit=False) as s:
@@ -187,26 +312,37 @@ class Catalog:
         ``kind`` is ``"image"`` or ``"text"``. Returns ``(current_seq, [(id, vec_seq, vector)],
         [(id, tombstone_seq)])``.
         """
+        current, _, added, removed = self.changes_marked(seq, kind)
+        return current, added, removed
+
+    def current_seq(self) -> int:
+        return self.head()[0]
+
+    def head(self) -> tuple[int, str | None]:
+        """The current sequence number and its mark (None in catalogs older than schema 2)."""
+        with Session(self.engine) as s:
+            return _head(s)
+
+    def mark_at(self, seq: int) -> str | None:
+        """The mark this catalog gave sequence number ``seq``, or None when it has none."""
+        with Session(self.engine) as s:
+            return s.scalar(select(Commit.mark).where(Commit.seq == seq))
+
+    def changes_marked(
+        self, seq: int, kind: str = "image"
+    ) -> tuple[int, str | None, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
+        """:meth:`changes_since`, with the mark of the returned sequence number (one snapshot)."""
         if kind == "image":
             row, tomb, live = ImageRow, Tombstone, ImageRow.status == "indexed"
         else:
             row, tomb, live = TextRow, TextTombstone, True
         with Session(self.engine) as s, s.begin():
-            current = s.scalar(select(Meta.value).where(Meta.key == "seq"))
+            current, mark = _head(s)
             added = s.execute(
                 select(row.id, row.vec_seq, row.vector).where(row.vec_seq > seq, live)
             ).all()
             removed = s.execute(select(tomb.id, tomb.seq).where(tomb.seq > seq)).all()
-        return (
-            int(current) if current else 0,
-            [tuple(a) for a in added],
-            [tuple(r) for r in removed],
-        )
-
-    def current_seq(self) -> int:
-        with Session(self.engine) as s:
-            value = s.scalar(select(Meta.value).where(Meta.key == "seq"))
-        return int(value) if value else 0
+        return current, mark, [tuple(a) for a in added], [tuple(r) for r in removed]
 
     def max_image_id(self) -> int:
         """The highest image id ever committed (ids are never reused), 0 for none."""
@@ -273,9 +409,13 @@ class Catalog:
     def _next_seq(self, s: Session) -> int:
         row = s.get(Meta, "seq")
         nxt = int(row.value) + 1 if row else 1
+        mark = secrets.token_hex(8)
         s.merge(Meta(key="seq", value=str(nxt)))
+        s.merge(Meta(key="mark", value=mark))
+        s.merge(Commit(seq=nxt, mark=mark))
         return nxt
 
+    @_writes
     def write_batch(
         self,
         items: list[NewImage],
@@ -321,6 +461,8 @@ class Catalog:
                     ),
                     "vec_seq": seq if good else 0,
                     "indexed_at": now,
+                    "ctime_ns": it.ctime_ns,
+                    "inode": it.inode,
                 }
                 for it, good in zip(items, ok, strict=True)
             ]
@@ -341,18 +483,26 @@ class Catalog:
                 before_commit(out)
         return out
 
-    def touch(self, updates: list[tuple[int, str, int, int]]) -> None:
-        """Record a new path/size/mtime for files whose content did not change (moved, touched)."""
+    @_writes
+    def touch(self, updates: list[tuple[int, str, int, int, int | None, int | None]]) -> None:
+        """Record a new path and stat (size, mtime, ctime, inode) for files whose content did not
+        change (moved, touched)."""
         if not updates:
             return
         with Session(self.engine) as s, s.begin():
-            for row_id, path, size, mtime_ns in updates:
+            # Paths first set aside, so two rows that swap paths never collide on uniqueness.
+            for row_id, *_ in updates:
+                s.execute(
+                    update(ImageRow).where(ImageRow.id == row_id).values(path=f"\0moving:{row_id}")
+                )
+            for row_id, path, size, mtime_ns, ctime_ns, inode in updates:
                 s.execute(
                     update(ImageRow)
                     .where(ImageRow.id == row_id)
-                    .values(path=path, size=size, mtime_ns=mtime_ns)
+                    .values(path=path, size=size, mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode)
                 )
 
+    @_writes
     def mark_for_reindex(self, ids: list[int], reason: str | None = None) -> None:
         """Make the next index run embed these rows again (their stat and hash are forgotten).
 
@@ -377,6 +527,7 @@ class Catalog:
                     values.update(status="failed", error=reason, vector=None, vec_seq=0)
                 s.execute(update(ImageRow).where(ImageRow.id.in_(chunk)).values(**values))
 
+    @_writes
     def remove(self, ids: list[int]) -> None:
         """Delete rows (files that vanished) and tombstone their vectors."""
         if not ids:
@@ -392,6 +543,34 @@ class Catalog:
                     s.merge(Tombstone(id=row_id, seq=seq))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
 
+    # -- roots ----------------------------------------------------------------------------------
+    def roots(self) -> list[str]:
+        """The folders indexed into this collection, sorted."""
+        with Session(self.engine) as s:
+            return sorted(s.scalars(select(Root.path)))
+
+    @_writes
+    def add_root(self, path: str) -> None:
+        """Record ``path`` as indexed; a root inside it is dropped (it is covered)."""
+        with Session(self.engine) as s, s.begin():
+            for old in s.scalars(select(Root.path)).all():
+                if old != path and is_under(old, path):
+                    s.execute(delete(Root).where(Root.path == old))
+            if s.get(Root, path) is None:
+                s.add(Root(path=path, added_at=time.time()))
+
+    @_writes
+    def forget_root(self, path: str) -> int:
+        """Drop a root and every row under it (their vectors tombstoned); returns the rows."""
+        ids = [r.id for r in self.records(under=path).values()]
+        self.remove(ids)
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(Root).where(Root.path == path))
+        return len(ids)
+
+    def count_under(self, path: str) -> int:
+        return len(self.records(under=path))
+
     # -- texts ----------------------------------------------------------------------------------
     def known_texts(self, texts: Iterable[str]) -> set[str]:
         wanted = list(set(texts))
@@ -403,6 +582,7 @@ class Catalog:
                 )
         return found
 
+    @_writes
     def add_texts(self, texts: list[str], vectors: np.ndarray, source: str | None) -> list[int]:
         """Insert texts with their vectors in one transaction; returns their ids."""
         now = time.time()
@@ -441,6 +621,7 @@ class Catalog:
         with Session(self.engine) as s:
             return int(s.scalar(select(func.count()).select_from(TextRow)) or 0)
 
+    @_writes
     def remove_texts(self, source: str | None = None) -> int:
         """Remove the texts added from ``source`` (all texts when None); returns how many."""
         with Session(self.engine) as s, s.begin():
@@ -456,3 +637,18 @@ class Catalog:
             for i in range(0, len(ids), 500):
                 s.execute(delete(TextRow).where(TextRow.id.in_(ids[i : i + 500])))
             return len(ids)
+
+
+def _head(s: Session) -> tuple[int, str | None]:
+    got = dict(s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(("seq", "mark")))).all())
+    return (int(got["seq"]) if got.get("seq") else 0), got.get("mark")
+
+
+def is_under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (by path components, any separator).
+
+    Example:
+        >>> is_under("/a/b/c.jpg", "/a/b"), is_under("/a/bc.jpg", "/a/b"), is_under("/x", "/")
+        (True, False, True)
+    """
+    return path == folder or path.startswith(os.path.join(folder, ""))

@@ -15,7 +15,8 @@ from sqlalchemy import Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+#: 2: ``images.ctime_ns`` and ``images.inode``, the ``roots`` and ``commits`` tables.
+SCHEMA_VERSION = 2
 
 
 class FsPath(TypeDecorator):
@@ -55,6 +56,10 @@ class ImageRow(Base):
     path: Mapped[str] = mapped_column(FsPath, unique=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime_ns: Mapped[int] = mapped_column(Integer)
+    #: Inode change time and number: an in-place edit that keeps size and mtime (``exiftool -P``)
+    #: still moves the change time. None in rows written before schema 2.
+    ctime_ns: Mapped[int | None] = mapped_column(Integer)
+    inode: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
@@ -100,6 +105,27 @@ class TextTombstone(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class Root(Base):
+    """A folder indexed into the collection: ``vtsearch index`` with no folder refreshes each."""
+
+    __tablename__ = "roots"
+
+    path: Mapped[str] = mapped_column(FsPath, primary_key=True)
+    added_at: Mapped[float] = mapped_column(Float)
+
+
+class Commit(Base):
+    """A random mark per catalog sequence number. A FAISS file records the mark of the sequence
+    number it reflects: a catalog restored from a backup (or one that lost commits) has another
+    mark there, or none, and the index is rebuilt instead of replaying changes onto vectors the
+    catalog no longer knows."""
+
+    __tablename__ = "commits"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mark: Mapped[str] = mapped_column(String(32))
 
 
 class Meta(Base):

@@ -10,32 +10,60 @@ end of every run, from the catalog's tombstones and its highest id.
 
 ``tokens.json`` is replaced atomically and never written by readers, so a query running beside an
 indexer never reads a half-written file.
+
+The file grows on blocks allocated before it is mapped: a write through the map into a sparse
+extension on a full disk is a SIGBUS that kills the process, an allocation is a
+:class:`~vtsearch.errors.DiskFullError` that leaves the file as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from vtsearch.storage.files import create_temp, os_errors
 
 TOKENS_FILE = "tokens.bin"
 TOKENS_META = "tokens.json"
 
 
 def _write_json_atomically(path: Path, value: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with os_errors(path, "write"):
+        tmp = create_temp(path.parent, f".{path.stem}-")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(value, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Give ``length`` bytes from ``offset`` real disk blocks, extending the file.
+
+    A sparse extension (``truncate``) would only fail when a write through the memory map finds
+    the disk full, and that is a SIGBUS that kills the process; allocating first makes it an
+    ``OSError`` here.
+    """
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, offset, length)
+            return
+        except OSError as e:
+            # A file system without fallocate (and no emulation in the C library): write zeros.
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    zeros = bytes(1 << 20)
+    end = offset + length
+    while offset < end:
+        offset += os.pwrite(fd, zeros[: end - offset], offset)
 
 
 class TokenCache:
@@ -67,10 +95,13 @@ class TokenCache:
             self.reconciled_seq = int(stored.get("reconciled_seq", 0))
         else:
             # Another shape or reducer (another scorer): start over; tokens are derivable.
-            self.path.unlink(missing_ok=True)
-            folder.mkdir(parents=True, exist_ok=True)
+            with os_errors(self.path, "write"):
+                self.path.unlink(missing_ok=True)
+            with os_errors(folder, "create"):
+                folder.mkdir(parents=True, exist_ok=True)
             _write_json_atomically(self.meta_path, meta)
-        self.path.touch(exist_ok=True)
+        with os_errors(self.path, "write"):
+            self.path.touch(exist_ok=True)
 
     def _shape_meta(self) -> dict:
         return {
@@ -98,7 +129,8 @@ class TokenCache:
 
     def _slots(self) -> int:
         try:
-            return os.path.getsize(self.path) // self.record
+            with os_errors(self.path, "read"):
+                return os.path.getsize(self.path) // self.record
         except FileNotFoundError:
             return 0
 
@@ -106,7 +138,23 @@ class TokenCache:
         n = self._slots()
         if n == 0:
             return None
-        return np.memmap(self.path, dtype=np.uint8, mode=mode, shape=(n, self.record))
+        with os_errors(self.path, "read" if mode == "r" else "write"):
+            return np.memmap(self.path, dtype=np.uint8, mode=mode, shape=(n, self.record))
+
+    def _grow(self, slots: int) -> None:
+        """Extend the file to ``slots`` records on real disk blocks; on failure (a full disk)
+        the file keeps its old size, so a later run resumes from it."""
+        with os_errors(self.path, "write"), open(self.path, "r+b") as f:
+            old = os.fstat(f.fileno()).st_size
+            size = slots * self.record
+            with os_errors(self.path, "grow", needed=size - old):
+                try:
+                    _allocate(f.fileno(), old, size - old)
+                except BaseException:
+                    # Undo a partial allocation; the error that matters is the one above.
+                    with contextlib.suppress(OSError):
+                        f.truncate(old)
+                    raise
 
     def put(self, ids: np.ndarray, tokens: np.ndarray) -> None:
         """Store ``tokens [B, N, C]`` (float) for ``ids``; durable when this returns."""
@@ -121,8 +169,7 @@ class TokenCache:
         q = np.clip(q, -127, 127).astype(np.int8)
         need = int(ids.max()) + 1
         if need > self._slots():
-            with open(self.path, "r+b") as f:
-                f.truncate(need * self.record)
+            self._grow(need)
         mm = self._map("r+")
         assert mm is not None
         body = self.n_tokens * self.dim
@@ -189,7 +236,7 @@ class TokenCache:
         except FileNotFoundError:
             return
         if size > slots * self.record or size % self.record:
-            with open(self.path, "r+b") as f:
+            with os_errors(self.path, "write"), open(self.path, "r+b") as f:
                 f.truncate(min(size - size % self.record, slots * self.record))
                 f.flush()
                 os.fsync(f.fileno())
@@ -209,10 +256,11 @@ class TokenCache:
 
 
 def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        # Unreadable (cut off by a crash in an older version): treat it as absent.
-        return None
+    with os_errors(path, "read"):
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # Unreadable (cut off by a crash in an older version): treat it as absent.
+            return None

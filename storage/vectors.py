@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from readerwriterlock import rwlock
 
 if TYPE_CHECKING:
     from vtsearch.storage.catalog import Catalog
@@ -244,14 +245,29 @@ class VectorIndex:
         [[7]]
     """
 
-    def __init__(self, dim: int, kind: str | IndexSpec = "flat", index=None, seq: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kind: str | IndexSpec = "flat",
+        index=None,
+        seq: int = 0,
+        mark: str | None = None,
+    ) -> None:
         self.dim = dim
         self.spec = IndexSpec(kind) if isinstance(kind, str) else kind
         self.index = index if index is not None else make_index(self.spec, dim)
-        #: The catalog sequence number this index reflects.
+        #: The catalog sequence number this index reflects, and the catalog's mark of it (None:
+        #: unknown, an index saved by an older version): see :meth:`sync`.
         self.seq = seq
+        self.mark = mark
         self._dead = int(np.count_nonzero(self._ids() == DEAD)) if self.approximate else 0
         self._params_local = threading.local()
+        # FAISS releases the GIL: a search running while another thread adds or removes vectors
+        # reads freed memory. Searches share the lock, changes take it alone (writers first, so
+        # a stream of queries cannot starve an indexer's sync).
+        self._lock = rwlock.RWLockWrite()
+        #: Bumped whenever ``index`` is replaced: cached search parameters name the old one.
+        self._generation = 0
 
     @property
     def kind(self) -> str:
@@ -291,6 +307,16 @@ class VectorIndex:
             self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add (or replace) the vectors of ``ids``."""
+        with self._lock.gen_wlock():
+            self._add(ids, vectors)
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop the vectors of ``ids`` (ids not held are ignored)."""
+        with self._lock.gen_wlock():
+            self._remove(ids)
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -303,10 +329,10 @@ class VectorIndex:
                 )
             self.train(vectors)
         # Re-adding an id must replace its vector, never duplicate it.
-        self.remove(ids)
+        self._remove(ids)
         self.index.add_with_ids(vectors, ids)
 
-    def remove(self, ids: np.ndarray) -> None:
+    def _remove(self, ids: np.ndarray) -> None:
         if len(ids) == 0 or self.index.ntotal == 0:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -327,7 +353,7 @@ class VectorIndex:
         # Built once per spec, index and tombstone state, and per thread: FAISS's id map swaps its
         # own selector into the parameters during a search, so threads must not share them.
         # Making the SWIG objects anew cost about 8 us a query, against a walk of 300-500 us.
-        key = (self.spec, id(self.index), bool(self._dead))
+        key = (self.spec, self._generation, bool(self._dead))
         cache = getattr(self._params_local, "cache", None)
         if cache is None:
             cache = self._params_local.cache = {}
@@ -375,17 +401,19 @@ class VectorIndex:
         """
         faiss = _faiss()
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = max(1, min(k, max(len(self), 1)))
-        params, _keep = self._params()
-        threads = faiss.omp_get_max_threads()
-        if len(q) <= FEW_QUERIES:
-            faiss.omp_set_num_threads(1)
-        try:
-            if params is None:
-                return self.index.search(q, k)
-            return self.index.search(q, k, params=params)
-        finally:
-            faiss.omp_set_num_threads(threads)
+        with self._lock.gen_rlock():
+            k = max(1, min(k, max(len(self), 1)))
+            params, _keep = self._params()
+            # OpenMP's thread count is a per-thread setting: concurrent searches do not mix them.
+            threads = faiss.omp_get_max_threads()
+            if len(q) <= FEW_QUERIES:
+                faiss.omp_set_num_threads(1)
+            try:
+                if params is None:
+                    return self.index.search(q, k)
+                return self.index.search(q, k, params=params)
+            finally:
+                faiss.omp_set_num_threads(threads)
 
     def reconstruct(self, row_id: int) -> np.ndarray:
         """The stored vector of ``row_id`` (float16-rounded in an ``sq8`` HNSW index)."""
@@ -399,24 +427,67 @@ class VectorIndex:
         return 1e-5 if self.kind != "ivfpq" else float("inf")
 
     def apply_changes(
-        self, seq: int, added: list[tuple[int, int, bytes]], removed: list[tuple[int, int]]
+        self,
+        seq: int,
+        added: list[tuple[int, int, bytes]],
+        removed: list[tuple[int, int]],
+        mark: str | None = None,
     ) -> None:
         """Bring the index up to catalog sequence ``seq`` (see ``Catalog.changes_since``)."""
+        with self._lock.gen_wlock():
+            self._apply(seq, added, removed, mark)
+
+    def _apply(
+        self,
+        seq: int,
+        added: list[tuple[int, int, bytes]],
+        removed: list[tuple[int, int]],
+        mark: str | None,
+    ) -> None:
         if removed:
-            self.remove(np.array([r[0] for r in removed], dtype=np.int64))
+            self._remove(np.array([r[0] for r in removed], dtype=np.int64))
         if added:
             ids = np.array([a[0] for a in added], dtype=np.int64)
             vecs = np.stack([np.frombuffer(a[2], dtype=np.float32) for a in added])
-            self.add(ids, vecs)
-        self.seq = seq
+            self._add(ids, vecs)
+        self.seq, self.mark = seq, mark
 
     def sync(self, catalog: Catalog, kind: str = "image") -> None:
-        """Apply every catalog change newer than this index's sequence number."""
-        if catalog.current_seq() == self.seq:
-            return  # one key lookup: what every query pays when nothing changed
-        seq, added, removed = catalog.changes_since(self.seq, kind)
-        if seq != self.seq:
-            self.apply_changes(seq, added, removed)
+        """Apply every catalog change newer than this index's sequence number.
+
+        Safe to call from several threads while others search. An index of another history than
+        the catalog's (a catalog restored from a backup, or one that lost its last commits in a
+        power cut: the catalog's mark of the index's sequence number differs, or it never reached
+        that number) holds vectors the catalog does not know; it is rebuilt from the catalog.
+        """
+        if catalog.head() == (self.seq, self.mark):
+            return  # one read of two keys: what every query pays when nothing changed
+        with self._lock.gen_wlock():
+            head = catalog.head()
+            if head == (self.seq, self.mark):
+                return  # another thread caught up meanwhile
+            if self._same_history(catalog, head[0]):
+                seq, mark, added, removed = catalog.changes_marked(self.seq, kind)
+                self._apply(seq, added, removed, mark)
+            else:
+                self._rebuild_from(catalog, kind)
+
+    def _same_history(self, catalog: Catalog, head_seq: int) -> bool:
+        if self.seq == 0:
+            return True  # reflects nothing yet: replaying everything is right
+        if self.mark is None:
+            return self.seq <= head_seq  # saved by an older version: sequence numbers only
+        return catalog.mark_at(self.seq) == self.mark
+
+    def _rebuild_from(self, catalog: Catalog, kind: str) -> None:
+        try:
+            fresh = rebuild(catalog, self.dim, self.spec, kind)
+        except ValueError:  # too few vectors left to train this kind: the factory's pick
+            fresh = rebuild(catalog, self.dim, None, kind)
+        self.index, self.spec, self.seq = fresh.index, fresh.spec, fresh.seq
+        self.mark = catalog.mark_at(fresh.seq)
+        self._dead = 0
+        self._generation += 1
 
     def memory_bytes(self) -> int:
         """Size of the index as FAISS writes it: close to its resident memory."""
@@ -429,43 +500,73 @@ class VectorIndex:
             os.unlink(tmp)
 
     def save(self, folder: Path, name: str = IMAGES) -> None:
-        """Write the index and its sequence number atomically (temp file, then rename)."""
+        """Write the index and its sequence number atomically (temp file, then rename).
+
+        The files follow the umask. Raises ``DiskFullError`` or ``CollectionPermissionError``
+        (naming the file) when they cannot be written; the saved index is then left as it was.
+        """
+        from vtsearch.storage.files import create_temp, os_errors
+
         faiss = _faiss()
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".tmp")
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            meta = {
-                "seq": self.seq,
-                "kind": self.kind,
-                "dim": self.dim,
-                "spec": json.loads(self.spec.to_json()),
-            }
-            meta_tmp = tmp + ".json"
-            Path(meta_tmp).write_text(json.dumps(meta))
-            # The sequence number is written last: an index newer than its meta is only ever
-            # "stale" and gets re-applied changes, which are idempotent.
-            os.replace(tmp, folder / f"{name}.faiss")
-            os.replace(meta_tmp, folder / f"{name}.json")
-        finally:
-            for leftover in (tmp, tmp + ".json"):
-                if os.path.exists(leftover):
-                    os.unlink(leftover)
+        target = folder / f"{name}.faiss"
+        with os_errors(target, "write"):
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = str(create_temp(folder, f".{name}-"))
+            try:
+                # Through a Python file rather than a path: FAISS turns a failed write into a
+                # RuntimeError, Python keeps the OSError (a full disk) that os_errors maps.
+                # Under the shared lock: another thread's sync must not change it mid-write.
+                with open(tmp, "wb") as f, self._lock.gen_rlock():
+                    faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write))
+                    seq, mark = self.seq, self.mark
+                meta = {
+                    "seq": seq,
+                    "mark": mark,
+                    "kind": self.kind,
+                    "dim": self.dim,
+                    "spec": json.loads(self.spec.to_json()),
+                }
+                meta_tmp = tmp + ".json"
+                Path(meta_tmp).write_text(json.dumps(meta))
+                # The sequence number is written last: an index newer than its meta is only ever
+                # "stale" and gets re-applied changes, which are idempotent.
+                os.replace(tmp, target)
+                os.replace(meta_tmp, folder / f"{name}.json")
+            finally:
+                for leftover in (tmp, tmp + ".json"):
+                    if os.path.exists(leftover):
+                        os.unlink(leftover)
 
     @classmethod
     def load(cls, folder: Path, dim: int, kind: str = "flat", name: str = IMAGES) -> VectorIndex:
-        """The saved index, or an empty one when none was saved (or it does not match ``dim``)."""
+        """The saved index, or an empty one when none was saved (or it does not match ``dim``).
+
+        Raises ``CollectionPermissionError`` (naming the file) when this user may not read it: a
+        reader that took that for a damaged file would rebuild the index on every query.
+        """
+        from vtsearch.storage.files import os_errors
+
         path, meta_path = folder / f"{name}.faiss", folder / f"{name}.json"
-        if not (path.exists() and meta_path.exists()):
-            return cls(dim, kind)
-        meta = json.loads(meta_path.read_text())
+        with os_errors(path, "read"):
+            if not (path.exists() and meta_path.exists()):
+                return cls(dim, kind)
+            # FAISS reports an unreadable file as a RuntimeError like a damaged one: open it
+            # here first, so a denied read is an OSError.
+            path.open("rb").close()
+        with os_errors(meta_path, "read"):
+            meta = json.loads(meta_path.read_text())
         index = _faiss().read_index(str(path))
         if index.d != dim:
             return cls(dim, kind)
         spec = meta.get("spec")
         spec = IndexSpec.from_json(json.dumps(spec)) if spec else IndexSpec(meta.get("kind", kind))
-        return cls(dim, _spec_matching(index, spec), index, seq=int(meta.get("seq", 0)))
+        return cls(
+            dim,
+            _spec_matching(index, spec),
+            index,
+            seq=int(meta.get("seq", 0)),
+            mark=meta.get("mark"),
+        )
 
 
 def _spec_matching(index, spec: IndexSpec) -> IndexSpec:

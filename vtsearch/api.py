@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vtsearch import config
-from vtsearch.errors import CollectionNotFoundError, IndexLockedError, QueryError
+from vtsearch.errors import (
+    CollectionNotFoundError,
+    CollectionPermissionError,
+    ConfigError,
+    IndexLockedError,
+    QueryError,
+    RootError,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -70,6 +79,10 @@ class CollectionStatus:
     counts: dict[str, int]
     failed: list[tuple[str, str]] = field(default_factory=list)
     bytes_on_disk: int = 0
+    #: The indexed folders: ``(path, exists, images catalogued under it)``.
+    roots: list[tuple[str, bool, int]] = field(default_factory=list)
+    #: Opened read-only (this user may not write the collection).
+    readonly: bool = False
 
     @property
     def indexed(self) -> int:
@@ -78,6 +91,8 @@ class CollectionStatus:
 
 class Engine:
     """A collection of images in one folder, searchable by text or by image.
+
+    One engine may serve searches from many threads at once, also while one of them indexes.
 
     Args:
         path: the collection folder (created on first index); default ``$VTSEARCH_HOME/default``.
@@ -112,9 +127,16 @@ class Engine:
         self._model_checked = False
         self._reranker: FusionReranker | BlipReranker | bool | None = False  # False: not loaded
         self._prior_memo: dict[int, float] = {}
+        # Guards the lazy loading of the parts above, so threads that start together share one
+        # catalog, model and index instead of racing to make their own.
+        self._init_lock = threading.RLock()
 
     # -- lazily opened parts ------------------------------------------------------------------
     def _open_catalog(self, create: bool) -> Catalog:
+        with self._init_lock:
+            return self._open_catalog_locked(create)
+
+    def _open_catalog_locked(self, create: bool) -> Catalog:
         if self._catalog is None:
             from vtsearch.storage.catalog import Catalog
 
@@ -134,13 +156,18 @@ class Engine:
         return stored or config.model_name()
 
     def _load_embedder(self) -> Embedder:
-        if self._embedder is None:
-            from vtsearch.models.registry import load_embedder
+        with self._init_lock:
+            if self._embedder is None:
+                from vtsearch.models.registry import load_embedder
 
-            self._embedder = load_embedder(self.model_id, self._device)
-        return self._embedder
+                self._embedder = load_embedder(self.model_id, self._device)
+            return self._embedder
 
     def _bound(self, create: bool) -> tuple[Catalog, Embedder]:
+        with self._init_lock:
+            return self._bound_locked(create)
+
+    def _bound_locked(self, create: bool) -> tuple[Catalog, Embedder]:
         catalog = self._open_catalog(create)
         if self._model_arg is None and catalog.get_meta("model_id") is None:
             self._model_arg = config.model_name()
@@ -155,18 +182,22 @@ class Engine:
     def _vectors(self, catalog: Catalog, dim: int) -> VectorIndex:
         from vtsearch.storage.vectors import VectorIndex
 
-        if self._vindex is None:
-            self._vindex = _load_or_empty(VectorIndex, self.path, dim)
-        self._vindex.sync(catalog)
-        return self._vindex
+        with self._init_lock:
+            if self._vindex is None:
+                self._vindex = _load_or_empty(VectorIndex, self.path, dim)
+            vindex = self._vindex
+        vindex.sync(catalog)  # thread-safe, and a rebuild after a restore happens here
+        return vindex
 
     def _text_vectors(self, catalog: Catalog, dim: int) -> VectorIndex:
         from vtsearch.storage.vectors import VectorIndex
 
-        if self._tindex is None:
-            self._tindex = _load_or_empty(VectorIndex, self.path, dim, name=TEXTS)
-        self._tindex.sync(catalog, "text")
-        return self._tindex
+        with self._init_lock:
+            if self._tindex is None:
+                self._tindex = _load_or_empty(VectorIndex, self.path, dim, name=TEXTS)
+            tindex = self._tindex
+        tindex.sync(catalog, "text")
+        return tindex
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -174,13 +205,19 @@ class Engine:
         indexer never leaves a stale lock behind."""
         from filelock import FileLock, Timeout
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path / LOCK_FILE))
+        lock_path = self.path / LOCK_FILE
         try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(lock_path))
             lock.acquire(timeout=0)
         except Timeout as e:
             raise IndexLockedError(
                 f"another vtsearch process is writing to {self.path}; wait for it to finish"
+            ) from e
+        except PermissionError as e:
+            raise CollectionPermissionError(
+                f"cannot write to the collection {self.path} ({lock_path}: permission denied); "
+                "searching it works read-only, index into a collection of your own with --db"
             ) from e
         try:
             yield
@@ -190,7 +227,7 @@ class Engine:
     # -- public API -----------------------------------------------------------------------------
     def index(
         self,
-        folder: str | Path,
+        folder: str | Path | None = None,
         *,
         batch_size: int | None = None,
         workers: int | None = None,
@@ -198,19 +235,39 @@ class Engine:
         max_bytes: int = config.DEFAULT_MAX_FILE_BYTES,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        hash_progress: Callable[[int, int], None] | None = None,
     ) -> IndexReport:
-        """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work."""
+        """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work.
 
-        from vtsearch.indexer.pipeline import index_folder
+        Without ``folder``, every folder indexed into the collection before is refreshed; one
+        that no longer exists (or looks empty) is reported in ``missing_roots`` and keeps its
+        rows, one that no longer exists and holds none is dropped (``dropped_roots``).
 
-        root = Path(folder).expanduser()
-        if not root.is_dir():
-            raise CollectionNotFoundError(f"{root} is not a folder")
+        Raises:
+            RootError: ``folder`` looks empty while the collection holds images from it.
+        """
+        from vtsearch.indexer.pipeline import IndexReport, index_folder
+
+        if folder is not None:
+            roots = [Path(folder).expanduser()]
+            if not roots[0].is_dir():
+                raise CollectionNotFoundError(f"{roots[0]} is not a folder")
+        elif not (self.path / "catalog.db").exists():
+            raise CollectionNotFoundError(
+                f"no collection at {self.path}; index a folder first (vtsearch index FOLDER)"
+            )
         with self._write_lock():
             from vtsearch.check import remove_leftovers
 
             remove_leftovers(self.path)  # temp files of a save a killed run never finished
             catalog, embedder = self._bound(create=True)
+            if folder is None:
+                roots = [Path(r) for r in catalog.roots()]
+                if not roots:
+                    raise ConfigError(
+                        f"no folders are recorded in {self.path} yet (collections made before "
+                        "vtsearch recorded them); index one: vtsearch index FOLDER"
+                    )
             vindex = self._vectors(catalog, embedder.dim)
             last_save = [time.monotonic()]
 
@@ -226,31 +283,87 @@ class Engine:
 
             if catalog.get_meta("index_kind") is None:
                 catalog.set_meta("index_kind", vindex.kind)
-            from vtsearch.search.rerank import FusionReranker
-
-            reranker = self._load_reranker()
-            sink = None
-            if isinstance(reranker, FusionReranker):  # others read pixels, not cached tokens
-                from vtsearch.indexer.pipeline import TokenSink
-                from vtsearch.storage.tokens import TokenCache
-
-                cache = TokenCache(self.path, *reranker.token_shape, reranker.revision)
-                sink = TokenSink(reranker.reduce, cache)
-            report = index_folder(
-                root,
-                catalog,
-                vindex,
-                embedder,
-                extensions=extensions,
-                max_bytes=max_bytes,
-                batch_size=batch_size or default_batch_size(embedder.device),
-                workers=default_workers(embedder.device) if workers is None else workers,
-                progress=checkpoint,
-                should_stop=should_stop,
-                tokens=sink,
-            )
+            report = IndexReport()
+            for root in roots:
+                if folder is None and not root.is_dir():
+                    if catalog.count_under(str(root)):
+                        report.missing_roots.append(str(root))
+                    else:
+                        catalog.forget_root(str(root))
+                        report.dropped_roots.append(str(root))
+                    continue
+                try:
+                    part = index_folder(
+                        root,
+                        catalog,
+                        vindex,
+                        embedder,
+                        extensions=extensions,
+                        max_bytes=max_bytes,
+                        batch_size=batch_size or default_batch_size(embedder.device),
+                        workers=default_workers(embedder.device) if workers is None else workers,
+                        progress=checkpoint,
+                        should_stop=should_stop,
+                        tokens=self._token_sink(),
+                        hash_progress=hash_progress,
+                    )
+                except RootError:
+                    if folder is not None:
+                        raise
+                    report.missing_roots.append(str(root))
+                    continue
+                report.merge(part)
+                if report.interrupted:
+                    break
             vindex.save(self.path)
             return report
+
+    def _token_sink(self):
+        """Where indexing puts region tokens: the fusion scorer's cache (other re-rankers read
+        pixels, not cached tokens), or None."""
+        from vtsearch.search.rerank import FusionReranker
+
+        reranker = self._load_reranker()
+        if not isinstance(reranker, FusionReranker):
+            return None
+        from vtsearch.indexer.pipeline import TokenSink
+        from vtsearch.storage.tokens import TokenCache
+
+        cache = TokenCache(self.path, *reranker.token_shape, reranker.revision)
+        return TokenSink(reranker.reduce, cache)
+
+    def roots(self) -> list[str]:
+        """The folders indexed into the collection."""
+        return self._open_catalog(create=False).roots()
+
+    def forget_root(self, folder: str | Path) -> int:
+        """Drop an indexed folder and every image under it from the collection (the files stay
+        where they are); returns how many images were dropped.
+
+        Raises:
+            RootError: ``folder`` is not one of the collection's folders.
+        """
+        catalog = self._open_catalog(create=False)
+        path = str(Path(folder).expanduser().absolute())
+        known = catalog.roots()
+        if path not in known:
+            resolved = str(Path(path).resolve())
+            if resolved not in known:
+                listed = ", ".join(known) or "none"
+                raise RootError(f"{folder} is not an indexed folder of {self.path} ({listed})")
+            path = resolved
+        with self._write_lock():
+            n = catalog.forget_root(path)
+            from vtsearch.storage.tokens import TokenCache
+
+            cache = TokenCache.open_existing(self.path)
+            if cache is not None:
+                from vtsearch.indexer.pipeline import reconcile_tokens
+
+                reconcile_tokens(catalog, cache)
+            vindex = self._vectors(catalog, int(catalog.get_meta("dim") or 0))
+            vindex.save(self.path)
+        return n
 
     def search(
         self,
@@ -295,13 +408,14 @@ class Engine:
             raise QueryError(f"k must be at least 1, not {k}")
 
     def _load_reranker(self) -> FusionReranker | BlipReranker | None:
-        if self._reranker is False:
-            from vtsearch.models.registry import resolve_device
-            from vtsearch.search.rerank import load_reranker
+        with self._init_lock:
+            if self._reranker is False:
+                from vtsearch.models.registry import resolve_device
+                from vtsearch.search.rerank import load_reranker
 
-            device = str(resolve_device(self._device))
-            self._reranker = load_reranker(self.model_id, self._reranker_name, device)
-        return self._reranker  # type: ignore[return-value]
+                device = str(resolve_device(self._device))
+                self._reranker = load_reranker(self.model_id, self._reranker_name, device)
+            return self._reranker  # type: ignore[return-value]
 
     def _priors(self, reranker: FusionReranker, ids: list[int], rows: dict) -> np.ndarray:
         """Query-bank priors of images, memoised: a row id always names the same vector (a
@@ -448,6 +562,7 @@ class Engine:
         catalog = self._open_catalog(create=False)
         meta = catalog.meta()
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        roots = [(r, Path(r).is_dir(), catalog.count_under(r)) for r in catalog.roots()]
         return CollectionStatus(
             path=str(self.path),
             model_id=meta.get("model_id"),
@@ -456,6 +571,8 @@ class Engine:
             counts={**catalog.counts(), "texts": catalog.text_count()},
             failed=catalog.failures(),
             bytes_on_disk=size,
+            roots=roots,
+            readonly=catalog.readonly,
         )
 
     def close(self) -> None:
@@ -472,8 +589,11 @@ class Engine:
 
 def _load_or_empty(cls: type[VectorIndex], folder: Path, dim: int, **kw) -> VectorIndex:
     """The saved FAISS index, or an empty one when the file is damaged: it is only a cache, and
-    ``sync`` rebuilds it from the catalog."""
+    ``sync`` rebuilds it from the catalog. A file this user may not read is an error, not a
+    reason to rebuild the index on every query."""
     try:
         return cls.load(folder, dim, **kw)
+    except StorageError:
+        raise
     except Exception:
         return cls(dim)

@@ -217,6 +217,12 @@ def _check_index(
                     f"{catalog_seq} (restored from a backup?): it holds vectors the catalog lost"
                 )
                 vindex = None
+            elif vindex.mark is not None and catalog.mark_at(vindex.seq) != vindex.mark:
+                found.append(
+                    f"{name}.faiss reflects another history of the catalog than this one "
+                    "(restored from a backup?): readers rebuild it"
+                )
+                vindex = None
             elif vindex.seq < catalog_seq:
                 report.notes.append(
                     f"{name}.faiss is {catalog_seq - vindex.seq} catalog changes behind; "

@@ -3,6 +3,7 @@ import pytest
 
 from vtsearch.errors import ModelMismatchError
 from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.schema import SCHEMA_VERSION
 from vtsearch.storage.vectors import VectorIndex
 
 
@@ -14,7 +15,7 @@ def test_model_is_bound_once_and_mismatch_refused(tmp_path):
         cat.bind_model("m2", 16)
     with pytest.raises(ModelMismatchError):
         cat.bind_model("m1", 32)
-    assert Catalog.open(tmp_path).get_meta("schema_version") == "1"
+    assert Catalog.open(tmp_path).get_meta("schema_version") == str(SCHEMA_VERSION)
 
 
 def test_retrained_weights_of_the_same_model_are_refused(tmp_path):

@@ -2,10 +2,11 @@
 
 Indexes Flickr8k test images (or --images) into a throw-away collection with the token cache,
 then times, per query, the whole search without re-ranking and with re-ranking of the top
---rerank-k (token cache read + fusion scoring included). Uses the shipped fusion scorer, or a
+--rerank-k (token cache read + fusion scoring included; by default the scorer's own depth, the
+one queries use). Uses the shipped fusion scorer, or a
 randomly initialised one of the same shape when none ships (latency does not depend on weights).
 
-    python bench/rerank_latency.py [--queries 100] [--rerank-k 50] [--limit 1000]
+    python bench/rerank_latency.py [--queries 100] [--rerank-k K] [--limit 1000]
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from _common import FLICKR, figure, need_flickr, save_figures
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--rerank-k", type=int, default=50)
+    ap.add_argument(
+        "--rerank-k", type=int, default=None, help="default: the scorer's own, as queries use"
+    )
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--reranker", default=None, help="fusion weights file (default: shipped)")
     ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
@@ -36,6 +39,7 @@ def main() -> None:
     from vtsearch import Engine
     from vtsearch.models.fusion import FusionScorer, save_fusion
     from vtsearch.models.registry import load_embedder
+    from vtsearch.search.evaluate import query_depth
     from vtsearch.search.rerank import default_weights
 
     names = (FLICKR / "splits" / "test.txt").read_text().split()[: args.limit]
@@ -60,8 +64,9 @@ def main() -> None:
             (folder / n).symlink_to(FLICKR / "images" / n)
         eng = Engine(Path(tmp) / "coll", embedder=load_embedder("vtsearch-lite"), reranker=reranker)
         eng.index(folder)
+        depth = args.rerank_k or query_depth(eng)
         for q in queries[:5]:  # warm-up
-            eng.search(text=q, k=10, rerank_k=args.rerank_k)
+            eng.search(text=q, k=10, rerank_k=depth)
 
         def timed(**kw: object) -> list[float]:
             out = []
@@ -72,10 +77,10 @@ def main() -> None:
             return out
 
         plain = timed(rerank=False)
-        reranked = timed(rerank_k=args.rerank_k)
+        reranked = timed(rerank_k=depth)
     added = np.array(reranked) - np.array(plain)
     print(
-        f"{len(names)} images, {len(queries)} queries, re-rank depth {args.rerank_k}, "
+        f"{len(names)} images, {len(queries)} queries, re-rank depth {depth}, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(f"{'search without re-rank, median ms':<44}{np.median(plain):>8.1f}")
@@ -85,7 +90,7 @@ def main() -> None:
         "rerank_latency",
         [
             figure(f"search @{len(names)} images, no re-rank", float(np.median(plain)), "ms"),
-            figure(f"added by re-ranking top {args.rerank_k}", float(np.median(added)), "ms"),
+            figure(f"added by re-ranking top {depth}", float(np.median(added)), "ms"),
         ],
         args.json,
     )

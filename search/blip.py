@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vtsearch.errors import ModelNotFoundError
+from vtsearch.search.rerank import DEFAULT_RERANK_K
 
 DEFAULT_BLIP = "Salesforce/blip-itm-base-coco"
 
@@ -28,7 +29,10 @@ class BlipReranker:
     """
 
     def __init__(
-        self, name_or_path: str = DEFAULT_BLIP, device: str = "cpu", default_k: int = 20
+        self,
+        name_or_path: str = DEFAULT_BLIP,
+        device: str = "cpu",
+        default_k: int | None = None,
     ) -> None:
         from transformers import (
             AutoConfig,
@@ -59,7 +63,8 @@ class BlipReranker:
             ) from e
         self.name = source
         self.device = torch.device(device)
-        self.default_k = default_k
+        #: Candidates re-ranked by default (``DEFAULT_RERANK_K``, as for the fusion scorer).
+        self.default_k = default_k or DEFAULT_RERANK_K
         self.max_tokens = int(config.text_config.max_position_embeddings)
 
     @torch.inference_mode()

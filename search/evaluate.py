@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vtsearch.search.rerank import DEFAULT_RERANK_K
+
 KS = (1, 5, 10)
 MISS = 10**9  # not found at all (e.g. an image whose file failed)
 
@@ -43,6 +45,8 @@ class EvalReport:
     text_to_image: DirectionReport
     image_to_text: DirectionReport
     notes: list[str] = field(default_factory=list)
+    #: Candidates re-ranked per query: the depth asked for, or the one queries use by default.
+    rerank_k: int = DEFAULT_RERANK_K
 
 
 def read_captions(path: Path, names: set[str] | None) -> dict[str, list[str]]:
@@ -145,7 +149,7 @@ def evaluate(
     images: dict[str, Path],
     captions: dict[str, list[str]],
     *,
-    rerank_k: int = 50,
+    rerank_k: int | None = None,
     latency_queries: int = 100,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
@@ -153,8 +157,11 @@ def evaluate(
     texts) in both directions.
 
     Ranks come from full bi-encoder rankings; re-ranking reorders the top ``rerank_k`` and leaves
-    ranks below it as they were. Latency is the median over ``latency_queries`` warm queries.
+    ranks below it as they were; without ``rerank_k``, the depth the engine's queries use (see
+    :func:`query_depth`), so the figures are what users get. Latency is the median over
+    ``latency_queries`` warm queries.
     """
+    rerank_k = rerank_k or query_depth(engine)
     # The catalog stores paths under the resolved folder, with symlinked files not followed.
     path_to_name = {str(p.parent.resolve() / p.name): n for n, p in images.items()}
     pairs = [(n, c) for n in images for c in captions.get(n, [])]
@@ -180,4 +187,13 @@ def evaluate(
         full_k=len(pairs),
         **opts,
     )
-    return EvalReport(len(images), len(pairs), t2i, i2t)
+    return EvalReport(len(images), len(pairs), t2i, i2t, rerank_k=rerank_k)
+
+
+def query_depth(engine: object) -> int:
+    """The re-rank depth ``engine``'s queries use when not given one: its re-ranker's own
+    ``default_k`` (what its weights record), else ``DEFAULT_RERANK_K``."""
+    # Engine has no public accessor yet; it loads its re-ranker once and keeps it, so the
+    # queries that follow reuse this one.
+    reranker = engine._load_reranker()
+    return int(getattr(reranker, "default_k", None) or DEFAULT_RERANK_K)

@@ -54,8 +54,29 @@ def parse_query(text: str) -> ParsedQuery:
         m = _WEIGHT.match(body)
         if m:
             body, weight = m.group(1).strip(), float(m.group(2))
-        if body:
+            if not body:
+                raise QueryError(
+                    f"the term {raw.strip()!r} has a weight but no words; put the words before "
+                    'the ^, e.g. "a beach + sunset^0.5"'
+                )
+        if body:  # an empty body without a weight: a leading sign, as in "- people"
             terms.append(Term(body, -weight if sign == "-" else weight))
-    if not terms or all(t.weight <= 0 for t in terms):
-        raise QueryError(f"the query {text!r} has nothing to look for, only terms to subtract")
+    if not any(t.weight > 0 for t in terms):
+        raise QueryError(_nothing_to_look_for(text, terms))
     return ParsedQuery(tuple(terms))
+
+
+def _nothing_to_look_for(text: str, terms: list[Term]) -> str:
+    """Why a query with no positive term cannot run, in the words of its case."""
+    if not terms:
+        return f'the query {text!r} has no words to look for; e.g. vtsearch query "a red car"'
+    zero = next((t for t in terms if t.weight == 0), None)
+    if zero is not None:
+        return (
+            f"the term {zero.text + '^0'!r} has weight 0, so it counts for nothing; give it a "
+            f"weight above 0 (e.g. {zero.text}^0.5) or leave out the ^0"
+        )
+    return (
+        f"the query {text!r} only subtracts terms and has nothing to look for; start with what "
+        'you want, e.g. "a beach - people"'
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,17 +49,45 @@ def try_read_image(path: str) -> Image.Image | None:
         return None
 
 
+_threads_lock = threading.Lock()
+#: How many calls are inside :func:`one_torch_thread`, over all threads, and how deep each
+#: thread is (nested calls on one thread).
+_threads_inside = 0
+_threads_depth = threading.local()
+#: Torch's thread count when the first call came in: what every thread goes back to.
+_threads_saved = 1
+
+
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """One query is a handful of small tensors: a second intra-op thread buys nothing and, on a
     loaded machine, costs a lot (14 ms against 509 ms for a text encode measured at load 8).
-    Also a decorator (``@one_torch_thread()``)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    Also a decorator (``@one_torch_thread()``).
+
+    Safe from many threads at once (a server shares one Engine): torch keeps the count per
+    thread, and a thread started later takes the count last set anywhere, so a plain save and
+    restore per call, interleaved, could leave new threads on 1 for good. Here the first call in
+    saves the count, each thread sets its own to 1 on its way in and back to the saved count on
+    its way out, all under one lock, so when the last one is out every thread and every new
+    thread have the saved count again.
+    """
+    global _threads_inside, _threads_saved
+    with _threads_lock:
+        if _threads_inside == 0:
+            _threads_saved = torch.get_num_threads()
+        _threads_inside += 1
+        depth = getattr(_threads_depth, "n", 0)
+        _threads_depth.n = depth + 1
+        if depth == 0:
+            torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        with _threads_lock:
+            _threads_inside -= 1
+            _threads_depth.n -= 1
+            if _threads_depth.n == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 def encode_query(
@@ -91,5 +120,23 @@ def _encode_query(
         parts.append(img.vectors.float().cpu().numpy())
         weights.append(1.0)
         image_tokens = img.tokens
-    vector = combine(np.concatenate(parts), weights)
+    stacked = np.concatenate(parts)
+    if _cancels_out(stacked, weights):
+        raise QueryError(
+            f"the terms of {text!r} cancel out (what is added is also subtracted), so there is "
+            "nothing left to look for; subtract something different from what you look for"
+        )
+    vector = combine(stacked, weights)
     return EncodedQuery(vector, main_text, image_tokens, main_term)
+
+
+#: A weighted sum of unit vectors shorter than this share of the weights' total is numerical
+#: noise, not a direction: float32 rounding alone leaves about 1e-7.
+CANCEL_TOLERANCE = 1e-4
+
+
+def _cancels_out(vectors: np.ndarray, weights: list[float]) -> bool:
+    """Whether the weighted terms sum to (almost) the zero vector, e.g. "a cat - a cat"."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = float(np.linalg.norm((w[:, None] * vectors.astype(np.float64)).sum(0)))
+    return total <= CANCEL_TOLERANCE * float(np.abs(w).sum())

@@ -16,7 +16,7 @@ import torch
 
 import vtsearch.models as models_pkg
 from vtsearch.errors import ConfigError
-from vtsearch.models.base import TextEmbedding, file_revision
+from vtsearch.models.base import TextEmbedding, file_revision, module_revision
 from vtsearch.models.fusion import FusionScorer, load_fusion
 from vtsearch.models.prior import QueryBankPrior
 from vtsearch.search.query import one_torch_thread
@@ -25,7 +25,11 @@ if TYPE_CHECKING:
     from vtsearch.search.blip import BlipReranker
 
 WEIGHTS_DIR = Path(models_pkg.__file__).resolve().parent / "weights"
-DEFAULT_RERANK_K = 50
+#: Candidates re-ranked when neither the query nor the re-ranker's weights say otherwise: the
+#: smallest depth within 0.2 dev R@1 points of the best (``bench/rerank_depth.py``), recorded as
+#: ``rerank_k`` in the shipped weights. Queries, ``vtsearch eval`` and
+#: ``bench/rerank_latency.py`` use it.
+DEFAULT_RERANK_K = 10
 
 
 class FusionReranker:
@@ -48,9 +52,17 @@ class FusionReranker:
         #: Weight of the fusion logit per direction ("t2i", "i2t"), in bi-encoder score units.
         self.mix = mix if isinstance(mix, dict) else {"t2i": mix, "i2t": mix}
         self.default_k = default_k
-        #: Names the reducer behind cached tokens: a retrained scorer must not read old tokens.
+        #: The weights file's revision. Token caches made before ``token_revision`` existed
+        #: carry it; they are still this scorer's when the file is the one that made them.
         self.revision = revision
+        #: Names what produced cached tokens, the image-side reducer alone: a scorer fine-tuned
+        #: with the reducer frozen reads the tokens its base cached, a retrained one does not.
+        self.token_revision = "r-" + module_revision(scorer.reducer)
         self.priors = priors or {}
+
+    def reads_tokens_of(self, revision: str) -> bool:
+        """Whether tokens cached under ``revision`` are this scorer's to read."""
+        return revision in (self.token_revision, self.revision) and bool(revision)
 
     @classmethod
     def load(cls, path: Path) -> FusionReranker:

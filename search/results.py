@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import base64
+import math
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
+
+#: The score fields of a result: a score that is not a finite number (BLIP's ``-inf`` for a file
+#: that can no longer be read) becomes None in ``to_dict``, so the dict is strict JSON.
+SCORE_FIELDS = ("score", "bi_score", "rerank_score", "prior")
+
+
+def _finite_scores(d: dict) -> dict:
+    for name in SCORE_FIELDS:
+        v = d.get(name)
+        if v is not None and not math.isfinite(v):
+            d[name] = None
+    return d
+
+
+def path_fields(path: str) -> dict[str, str]:
+    """``path`` as JSON can carry it: a path that is not valid UTF-8 (a file name in another
+    encoding, which Python holds with lone surrogates) becomes a readable ``path`` with
+    replacement characters and ``path_b64``, the base64 of its exact bytes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return {
+            "path": raw.decode("utf-8", errors="replace"),
+            "path_b64": base64.b64encode(raw).decode("ascii"),
+        }
+    return {"path": path}
 
 
 @dataclass
@@ -27,9 +57,12 @@ class Result:
     prior: float | None = None
 
     def to_dict(self) -> dict:
+        """Fields for JSON: strict (non-finite scores are None) and valid UTF-8 (see
+        :func:`path_fields` for a path that is not)."""
         d = asdict(self)
         d["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
-        return d
+        d.update(path_fields(self.path))
+        return _finite_scores(d)
 
 
 @dataclass
@@ -45,4 +78,5 @@ class TextResult:
     prior: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Fields for JSON; non-finite scores are None."""
+        return _finite_scores(asdict(self))

@@ -551,13 +551,16 @@ class Catalog:
 
     @_writes
     def add_root(self, path: str) -> None:
-        """Record ``path`` as indexed; a root inside it is dropped (it is covered)."""
+        """Record ``path`` as indexed, unless a root holds it; roots inside it are dropped (it
+        covers them)."""
         with Session(self.engine) as s, s.begin():
-            for old in s.scalars(select(Root.path)).all():
-                if old != path and is_under(old, path):
+            roots = s.scalars(select(Root.path)).all()
+            if any(is_under(path, old) for old in roots):
+                return
+            for old in roots:
+                if is_under(old, path):
                     s.execute(delete(Root).where(Root.path == old))
-            if s.get(Root, path) is None:
-                s.add(Root(path=path, added_at=time.time()))
+            s.add(Root(path=path, added_at=time.time()))
 
     @_writes
     def forget_root(self, path: str) -> int:

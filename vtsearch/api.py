@@ -329,8 +329,15 @@ class Engine:
         from vtsearch.indexer.pipeline import TokenSink
         from vtsearch.storage.tokens import TokenCache
 
-        cache = TokenCache(self.path, *reranker.token_shape, reranker.revision)
-        return TokenSink(reranker.reduce, cache)
+        revision = reranker.token_revision
+        found = TokenCache.open_existing(self.path)
+        if (
+            found is not None
+            and (found.n_tokens, found.dim) == reranker.token_shape
+            and reranker.reads_tokens_of(found.revision)
+        ):
+            revision = found.revision  # a cache of an older version keyed by the weights file
+        return TokenSink(reranker.reduce, TokenCache(self.path, *reranker.token_shape, revision))
 
     def roots(self) -> list[str]:
         """The folders indexed into the collection."""
@@ -442,9 +449,9 @@ class Engine:
         from vtsearch.storage.tokens import TokenCache
 
         cache = TokenCache.open_existing(self.path)
-        if cache is not None and (cache.n_tokens, cache.dim, cache.revision) != (
-            *reranker.token_shape,
-            reranker.revision,
+        if cache is not None and (
+            (cache.n_tokens, cache.dim) != reranker.token_shape
+            or not reranker.reads_tokens_of(cache.revision)
         ):
             cache = None
         got = cache.get(np.array(ids)) if cache is not None else [None] * len(ids)

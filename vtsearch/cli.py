@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers, faiss) are imported inside commands so `--
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +26,12 @@ class _Group(click.Group):
         except VtsearchError as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
+
+
+def _shown(path: str) -> str:
+    """A path as a message can print it: a name that is not UTF-8 shows its odd bytes escaped
+    (``\\xe9``), not as lone surrogates that no terminal or JSON parser takes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _engine(ctx: click.Context):
@@ -75,18 +82,21 @@ def main(
 
 
 @main.command()
-@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument(
+    "folder", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False)
+)
 @click.option(
     "--batch-size",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Images per forward pass (default: 6 on CPU, 64 on GPU).",
 )
 @click.option(
     "--workers",
     default=None,
-    type=int,
-    help="Decode threads on CPU (default: one per core), processes on GPU (cores - 1, at most 8).",
+    type=click.IntRange(min=0),
+    help="Decode threads on CPU (default: one per core), processes on GPU (cores - 1, at most "
+    "8); 0 decodes in the main thread.",
 )
 @click.option(
     "--ext",
@@ -96,6 +106,7 @@ def main(
 )
 @click.option(
     "--max-size-mb",
+    type=click.IntRange(min=1),
     default=config.DEFAULT_MAX_FILE_BYTES // (1024 * 1024),
     show_default=True,
     help="Skip files larger than this.",
@@ -103,7 +114,7 @@ def main(
 @click.pass_context
 def index(
     ctx: click.Context,
-    folder: Path,
+    folder: Path | None,
     batch_size: int | None,
     workers: int | None,
     extensions: tuple[str, ...],
@@ -111,9 +122,14 @@ def index(
 ) -> None:
     """Index the images under FOLDER; re-runs only touch what changed.
 
+    Without FOLDER, every folder indexed into the collection before is refreshed (see
+    `vtsearch status`); one that is gone is reported and keeps its images until
+    `vtsearch roots remove`. Ctrl-C stops cleanly at any point; run again to resume.
+
     \b
     Example:
       vtsearch index ./photos
+      vtsearch index                      # refresh every indexed folder
       vtsearch --db ./my-index index ./photos --batch-size 64
     """
     from tqdm import tqdm
@@ -122,14 +138,21 @@ def index(
 
     def on_sigint(_sig: int, _frame: object) -> None:
         stop["asked"] = True
-        click.echo("\nStopping after the current batch...", err=True)
+        click.echo("\nStopping...", err=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = tqdm(total=0, unit="img", desc="embedding", disable=not sys.stderr.isatty())
+    quiet = not sys.stderr.isatty()
+    bars: dict[str, tqdm] = {}
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)  # update() (not n=) keeps tqdm's images/s rate right
+    def follow(desc: str, unit: str):
+        def update(done: int, total: int) -> None:
+            bar = bars.get(desc)
+            if bar is None:
+                bar = bars[desc] = tqdm(total=total, unit=unit, desc=desc, disable=quiet)
+            bar.total = total
+            bar.update(done - bar.n)  # update() (not n=) keeps tqdm's rate right
+
+        return update
 
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
     try:
@@ -139,11 +162,13 @@ def index(
             workers=workers,
             extensions=exts or config.DEFAULT_EXTENSIONS,
             max_bytes=max_size_mb * 1024 * 1024,
-            progress=progress,
+            progress=follow("embedding", "img"),
+            hash_progress=follow("reading new files", "file"),
             should_stop=lambda: stop["asked"],
         )
     finally:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
         signal.signal(signal.SIGINT, previous)
     click.echo(
         f"{report.scanned} files: {report.embedded} embedded, {report.unchanged} unchanged, "
@@ -152,7 +177,17 @@ def index(
         f"{report.images_per_second:.1f} images/s)"
     )
     for path, reason in report.failed:
-        click.echo(f"  failed: {path}: {reason}", err=True)
+        click.echo(f"  failed: {_shown(path)}: {reason}", err=True)
+    for path, reason in report.kept:
+        click.echo(f"  not updated: {_shown(path)}: {reason} (indexed version kept)", err=True)
+    for path in report.missing_roots:
+        click.echo(
+            f"  missing folder: {_shown(path)} (its images are kept; to drop them: "
+            f"vtsearch roots remove {_shown(path)})",
+            err=True,
+        )
+    for path in report.dropped_roots:
+        click.echo(f"  forgot folder: {_shown(path)} (gone, no images left)", err=True)
     if report.interrupted:
         click.echo("Interrupted: run the same command again to resume.", err=True)
         ctx.exit(130)
@@ -161,14 +196,34 @@ def index(
 @main.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(path_type=Path), help="Find images similar to this one.")
-@click.option("-n", "--limit", default=10, show_default=True, help="Number of results.")
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON lines.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Number of results.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print results as JSON lines (strict JSON: a score that is not a number is null). A path "
+    "that is not valid UTF-8 comes as `path` with replacement characters plus `path_b64`, the "
+    "base64 of its exact bytes.",
+)
 @click.option(
     "--texts", "over_texts", is_flag=True, help="Rank the collection's texts instead of images."
 )
 @click.option("--no-rerank", is_flag=True, help="Bi-encoder order only, no fusion re-ranking.")
 @click.option(
-    "--rerank-k", type=click.IntRange(1), default=None, help="Candidates to re-rank (default 50)."
+    "--rerank-k",
+    type=click.IntRange(min=1),
+    default=None,
+    # The number is DEFAULT_RERANK_K (not imported: it would load torch for --help; a test
+    # checks that they agree).
+    help="Candidates to re-rank (default: the re-ranker's own depth, recorded with its weights; "
+    "10 for the shipped scorer).",
 )
 @click.pass_context
 def query(
@@ -192,6 +247,7 @@ def query(
       vtsearch query --image photo.jpg -n 5 --json
       vtsearch query --image photo.jpg --texts
     """
+
     if text is None and image is None:
         raise click.UsageError("give TEXT, --image FILE, or both")
     eng = _engine(ctx)
@@ -202,9 +258,12 @@ def query(
         results = eng.search(text=text, image=image, **opts)
     for r in results:
         if as_json:
-            click.echo(json.dumps(r.to_dict()))
+            click.echo(json.dumps(r.to_dict(), allow_nan=False))
+        elif hasattr(r, "path"):
+            # The path's own bytes: a file name that is not UTF-8 stays one the shell can open.
+            click.echo(f"{r.score:.4f}\t".encode() + os.fsencode(r.path))
         else:
-            click.echo(f"{r.score:.4f}\t{getattr(r, 'path', None) or r.text}")
+            click.echo(f"{r.score:.4f}\t{r.text}")
 
 
 @main.command()
@@ -219,16 +278,61 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     st = _engine(ctx).status()
     if as_json:
-        click.echo(json.dumps(st.__dict__, default=str))
+        data = {**st.__dict__, "failed": [(_shown(p), r) for p, r in st.failed]}
+        data["roots"] = [
+            {"path": _shown(p), "exists": ok, "images": n} for p, ok, n in st.roots
+        ]
+        click.echo(json.dumps(data, default=str))
         return
-    click.echo(f"collection: {st.path}")
+    click.echo(f"collection: {st.path}" + (" (read-only for you)" if st.readonly else ""))
     click.echo(f"model:      {st.model_id} (dim {st.dim}, index {st.index_kind})")
     click.echo(f"indexed:    {st.indexed}")
     click.echo(f"failed:     {st.counts.get('failed', 0)}")
     click.echo(f"texts:      {st.counts.get('texts', 0)}")
     click.echo(f"on disk:    {st.bytes_on_disk / 1e6:.1f} MB")
+    click.echo(f"folders:    {len(st.roots)}")
+    for path, exists, n in st.roots:
+        click.echo(f"  {_shown(path)} ({'' if exists else 'missing, '}{n} images)")
     for path, reason in st.failed:
-        click.echo(f"  failed: {path}: {reason}")
+        click.echo(f"  failed: {_shown(path)}: {reason}")
+
+
+@main.group()
+def roots() -> None:
+    """The folders indexed into the collection.
+
+    \b
+    Example:
+      vtsearch roots list
+      vtsearch roots remove /media/old-drive/photos
+    """
+
+
+@roots.command("list")
+@click.pass_context
+def roots_list(ctx: click.Context) -> None:
+    """List the indexed folders, with their image counts; missing ones are marked.
+
+    \b
+    Example:
+      vtsearch roots list
+    """
+    for path, exists, n in _engine(ctx).status().roots:
+        click.echo(f"{_shown(path)}\t{n}\t{'ok' if exists else 'missing'}")
+
+
+@roots.command("remove")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.pass_context
+def roots_remove(ctx: click.Context, folder: Path) -> None:
+    """Drop FOLDER and every image indexed under it from the collection (files stay on disk).
+
+    \b
+    Example:
+      vtsearch roots remove ~/Pictures/old
+    """
+    n = _engine(ctx).forget_root(folder)
+    click.echo(f"removed {folder}: {n} images dropped from the collection")
 
 
 @main.group()
@@ -291,8 +395,16 @@ def texts_remove(ctx: click.Context, source: str | None) -> None:
     default=None,
     help="File of image names to evaluate on (default: every captioned image).",
 )
-@click.option("--rerank-k", default=50, show_default=True, help="Candidates to re-rank.")
-@click.option("--limit", type=int, default=None, help="Evaluate on the first N images only.")
+@click.option(
+    "--rerank-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Candidates to re-rank (default: the depth queries use, the re-ranker's own; 10 for the "
+    "shipped scorer).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N images only."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def eval_cmd(
@@ -300,7 +412,7 @@ def eval_cmd(
     captions: Path,
     images: Path,
     split: Path | None,
-    rerank_k: int,
+    rerank_k: int | None,
     limit: int | None,
     as_json: bool,
 ) -> None:
@@ -352,7 +464,9 @@ def eval_cmd(
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), indent=2))
         return
-    click.echo(f"{report.images} images, {report.captions} captions, re-rank depth {rerank_k}")
+    click.echo(
+        f"{report.images} images, {report.captions} captions, re-rank depth {report.rerank_k}"
+    )
     click.echo(
         f"{'direction':<16}{'ranking':<12}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'medR':>7}"
         f"{'ms/query':>10}"

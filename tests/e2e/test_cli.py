@@ -119,3 +119,35 @@ def test_eval_prints_recall_for_both_directions(tmp_path, photos, tiny_clip):
         assert rep[d]["rerank"] is None  # CLIP has no fusion scorer
     r = run("--model", tiny_clip, "eval", "--captions", caps, "--images", photos, "--limit", 3)
     assert r.exit_code == 0 and "3 images, 6 captions" in r.output and "text->image" in r.output
+
+
+def test_eval_without_rerank_k_uses_the_depth_queries_use(tmp_path):
+    from conftest import SAMPLES, save_random_scorer
+
+    from vtsearch.search.rerank import FusionReranker
+
+    scorer = save_random_scorer(tmp_path, rerank_k=7)  # a depth no default has
+    assert FusionReranker.load(scorer).default_k == 7  # what a query with it uses
+    args = ["--reranker", scorer, "eval", "--captions", SAMPLES / "captions.txt"]
+    args += ["--images", SAMPLES, "--limit", 3]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("3 images, 3 captions, re-rank depth 7\n")
+    rep = json.loads(run(*args, "--json").output)
+    assert rep["rerank_k"] == 7 and rep["text_to_image"]["rerank"] is not None
+    assert "re-rank depth 4" in run(*args, "--rerank-k", 4).output
+
+
+def test_help_states_the_one_default_depth(tmp_path):
+    from tiny_models import save_tiny_blip
+
+    from vtsearch.search.blip import BlipReranker
+    from vtsearch.search.rerank import DEFAULT_RERANK_K, FusionReranker, default_weights
+
+    shipped = FusionReranker.load(default_weights("vtsearch-lite"))
+    assert shipped.default_k == DEFAULT_RERANK_K == 10
+    assert BlipReranker(str(save_tiny_blip(tmp_path / "blip"))).default_k == DEFAULT_RERANK_K
+    for cmd in ("query", "eval"):
+        text = " ".join(run(cmd, "--help").output.split())
+        assert f"{DEFAULT_RERANK_K} for the shipped scorer" in text
+        assert "re-ranker's own" in text and "default 50" not in text

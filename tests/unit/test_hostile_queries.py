@@ -27,3 +27,15 @@ def test_weighted_terms_round_trip(first, rest):
     q = parse_query(text)
     assert q.texts == [first] + [w for _, w, _ in rest]
     assert q.weights == [1.0] + [float(x) * (1 if s == "+" else -1) for s, _, x in rest]
+
+
+@given(st.sampled_from(["", " "]) | words, st.sampled_from(["0", "0.0", "00", ".0", "2", "0.5"]))
+def test_a_weight_without_words_or_a_zero_weight_is_named_as_such(body, weight):
+    text = f"{body}^{weight}"
+    try:
+        parse_query(text)
+    except QueryError as e:
+        assert "subtract" not in str(e)  # nothing was subtracted
+        assert ("no words" if not body.strip() else "weight 0") in str(e)
+        return
+    assert body.strip() and float(weight) > 0

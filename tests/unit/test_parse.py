@@ -37,3 +37,26 @@ def test_round_trip_of_generated_queries(rest, first):
     q = parse_query(text)
     assert q.texts == [first] + [w for _, w in rest]
     assert q.weights == [1.0] + [1.0 if s == "+" else -1.0 for s, _ in rest]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("^2", "has a weight but no words"),
+        ("a beach + ^0.5", "has a weight but no words"),
+        ("cat^0", "'cat^0' has weight 0, so it counts for nothing"),
+        ("- cat^0", "'cat^0' has weight 0, so it counts for nothing"),
+        ("- people", "only subtracts terms"),
+        ("- people - rain^2", "only subtracts terms"),
+    ],
+)
+def test_refusals_say_what_is_wrong_with_this_query(text, says):
+    with pytest.raises(QueryError) as e:
+        parse_query(text)
+    assert says in str(e.value)
+    if "subtracts" not in says:
+        assert "subtract" not in str(e.value)  # nothing was subtracted: do not say so
+
+
+def test_a_zero_weight_beside_a_positive_term_is_kept_harmless():
+    assert parse_query("a dog + cat^0").weights == [1.0, 0.0]

@@ -21,6 +21,16 @@ def file_revision(path: Path | str) -> str:
     return h.hexdigest()[:12]
 
 
+def module_revision(module: torch.nn.Module) -> str:
+    """Short hash of a module's parameters and buffers: names what it computes, whatever file
+    it came in (a fine-tuned scorer keeps its frozen parts, and so their revision)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 @dataclass
 class ImageEmbedding:
     """Pooled L2-normalised vectors ``[B, D]`` and region tokens ``[B, N, C]`` for re-ranking."""

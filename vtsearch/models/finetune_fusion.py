@@ -24,6 +24,7 @@ from vtsearch.models.train_fusion import (
     top_lists,
     train_scorer,
 )
+from vtsearch.search.rerank import DEFAULT_RERANK_K
 
 #: Below this many images every pair trains and the last epoch is kept (no held-out selection).
 MIN_IMAGES_FOR_DEV = 30
@@ -158,5 +159,6 @@ def finetune_fusion(
             mixer.alpha[d].data.fill_(float(base_d.get("alpha", 0.0)))
     banks = {k: v for k, v in tensors.items() if k.startswith("bank.")}
     beta = extra.get("t2i", {}).get("beta", 20.0)
-    save_trained(tuned, mixer, int(extra.get("rerank_k", 50)), out_path, banks or None, beta)
+    depth = int(extra.get("rerank_k", DEFAULT_RERANK_K))
+    save_trained(tuned, mixer, depth, out_path, banks or None, beta)
     return {**metrics, "held_out": bool(held.any()), "seconds": time.time() - t0}

@@ -57,6 +57,12 @@ class HFEmbedder(Embedder):
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self._transform = HFTransform(AutoImageProcessor.from_pretrained(source))
         except OSError as e:
+            if local.is_dir():
+                # A folder that is there but cannot be read whole: say what failed, not "offline".
+                raise ModelNotFoundError(
+                    f"cannot load model from the folder {source}: {e}; check that its files are "
+                    "readable (chmod a+r) and complete"
+                ) from e
             raise ModelNotFoundError(
                 f"cannot load model '{name_or_path}': it is not a local folder and could not be "
                 "downloaded from the Hugging Face hub (no network?). Download it on a machine "

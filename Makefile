@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DB ?= .demo-collection
 
-.PHONY: setup demo test lint bench bench-full bench-quick bench-gpu clean
+.PHONY: setup demo test lint layers bench bench-full bench-quick bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The layer rules of ../shared/DESIGN.md (import-linter contracts in pyproject.toml). Its graph
+# builder walks the package's folder on disk, which the editable install's folder mapping hides:
+# check a plain install in a scratch folder, run from there so the repository does not shadow it.
+LAYERS := .cache/layers
+layers: $(STAMP)
+	rm -rf $(LAYERS) build
+	$(PY) -m pip install -q --no-deps --no-build-isolation --target $(LAYERS) . 2>/dev/null
+	rm -rf build
+	cd $(LAYERS) && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
+
+test: lint layers
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # CPU benches (under 30 minutes on 2 cores; the first run also makes 1,000 camera-size JPEGs).

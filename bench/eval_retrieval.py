@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vtsearch.models.lite import load_lite  # noqa: E402
-from vtsearch.models.train_biencoder import (  # noqa: E402
+from vtsearch.training.datasets import (  # noqa: E402
     class_precision,
     load_flickr_split,
     load_flowers_features,

@@ -202,7 +202,7 @@ class Writer:
             try:
                 self.vindex.index = faiss.index_gpu_to_cpu(self.vindex.index)
             except RuntimeError:  # an older FAISS that cannot clone the id map: read back
-                from vtsearch.storage.vectors import rebuild
+                from vtsearch.storage.rebuild import rebuild
 
                 self.vindex = rebuild(self.catalog, self.vindex.dim)
         self.vindex.seq = seq
@@ -264,7 +264,7 @@ def agreement(files: list[Path], emb, device, bf16: bool) -> float:
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from vtsearch.indexer.decode import load_image
+    from vtsearch.images import load_image
     from vtsearch.models.towers import IMAGE_SIZE, LITE_MEAN, LITE_STD
 
     data = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]

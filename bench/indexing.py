@@ -134,7 +134,7 @@ def predecode(emb, files: list[Path]):
     thread, as in a decode worker)."""
     import torch
 
-    from vtsearch.indexer.decode import DECODE_TARGET, load_image
+    from vtsearch.images import DECODE_TARGET, load_image
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -257,7 +257,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="figures file for bench/summary.py")
     args = ap.parse_args()
     if args.batch_size is None:
-        from vtsearch.api import default_batch_size
+        from vtsearch.indexer.run import default_batch_size
 
         args.batch_size = default_batch_size("cpu")
     if args.quick:

@@ -64,7 +64,7 @@ def base_vectors(emb):
     import numpy as np
     import torch
 
-    from vtsearch.models.train_biencoder import load_split_features
+    from vtsearch.training.datasets import load_split_features
 
     out = []
     for split in ("train", "dev", "test"):
@@ -94,7 +94,7 @@ def collection_vectors(emb, start: int, m: int, base):
 def synthetic_collection(n: int, emb) -> Path:
     """A collection of ``n`` rows with seeded unit vectors, indexed by the factory's choice."""
     from vtsearch.storage.catalog import Catalog, NewImage
-    from vtsearch.storage.vectors import optimize
+    from vtsearch.storage.rebuild import optimize
 
     folder = CACHE / f"query-v2-{n}-{emb.model_id}-{emb.revision or 'r0'}"
     done = folder / "complete"
@@ -148,7 +148,9 @@ def warm(folder: Path, emb, texts: list[str]) -> dict:
     from vtsearch.search.query import encode_query
     from vtsearch.search.retrieve import retrieve
     from vtsearch.storage.catalog import Catalog
-    from vtsearch.storage.vectors import IndexSpec, VectorIndex, rebuild
+    from vtsearch.storage.index_kinds import IndexSpec
+    from vtsearch.storage.rebuild import rebuild
+    from vtsearch.storage.vectors import VectorIndex
 
     eng = Engine(folder, embedder=emb)
     for q in texts[:10]:  # warm-up: first index load, caches
@@ -215,13 +217,12 @@ import torch, faiss  # noqa: F401, E401  (what the query command needs; transfor
 from vtsearch.api import Engine
 t2 = time.perf_counter()
 eng = Engine(sys.argv[1])
-emb = eng._load_embedder()
+cat, emb = eng._parts.bound(create=False)
 t3 = time.perf_counter()
 from vtsearch.search.query import encode_query
 vec = encode_query(emb, sys.argv[2], None).vector
 t4 = time.perf_counter()
-cat, _ = eng._bound(create=False)
-vindex = eng._vectors(cat, emb.dim)
+vindex = eng._parts.vectors()
 t5 = time.perf_counter()
 from vtsearch.search.retrieve import retrieve
 hits = retrieve(vec, vindex, cat, 1)

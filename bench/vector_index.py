@@ -156,7 +156,8 @@ def run_all(
     import faiss
 
     from vtsearch.search.retrieve import RESCORE_FACTOR
-    from vtsearch.storage.vectors import IVFPQ_MIN, IndexSpec, build, hnsw_spec, spec_for_kind
+    from vtsearch.storage.index_kinds import IVFPQ_MIN, IndexSpec, hnsw_spec, spec_for_kind
+    from vtsearch.storage.rebuild import build
 
     n, dim = x.shape
     ids = np.arange(n, dtype=np.int64)
@@ -309,7 +310,7 @@ def real_embeddings(splits: list[str], queries: int) -> tuple[np.ndarray, np.nda
     import torch
 
     from vtsearch.models.lite import load_heads
-    from vtsearch.models.train_biencoder import load_split_features
+    from vtsearch.training.datasets import load_split_features
 
     torch.set_num_threads(os.cpu_count() or 1)
     heads = load_heads()
@@ -365,7 +366,7 @@ def main() -> None:
     if only - set(METHODS):
         ap.error(f"unknown method(s) {', '.join(sorted(only - set(METHODS)))}")
     if args.ef_construction is None:
-        from vtsearch.storage.vectors import SQ8_EF_CONSTRUCTION
+        from vtsearch.storage.index_kinds import SQ8_EF_CONSTRUCTION
 
         args.ef_construction = SQ8_EF_CONSTRUCTION
     if args.quick:

@@ -117,14 +117,6 @@ def catch_up(catalog: Catalog, vindex: VectorIndex) -> None:
     vindex.sync(catalog)
 
 
-def index_ids(vindex: VectorIndex) -> np.ndarray:
-    """The catalog ids a FAISS index holds (one entry per stored vector, removed slots left out)."""
-    import faiss
-
-    ids = faiss.vector_to_array(vindex.index.id_map).astype(np.int64)
-    return ids[ids >= 0]
-
-
 #: Called with (files done, files to embed) after each commit.
 Progress = Callable[[int, int], None]
 

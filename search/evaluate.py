@@ -195,5 +195,5 @@ def query_depth(engine: object) -> int:
     ``default_k`` (what its weights record), else ``DEFAULT_RERANK_K``."""
     # Engine has no public accessor yet; it loads its re-ranker once and keeps it, so the
     # queries that follow reuse this one.
-    reranker = engine._load_reranker()
+    reranker = engine.reranker()
     return int(getattr(reranker, "default_k", None) or DEFAULT_RERANK_K)

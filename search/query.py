@@ -31,7 +31,7 @@ class EncodedQuery:
 
 
 def read_image(image: str | Path | Image.Image) -> Image.Image:
-    from vtsearch.indexer.decode import DECODE_TARGET, describe_error, load_image
+    from vtsearch.images import DECODE_TARGET, describe_error, load_image
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")

@@ -23,6 +23,7 @@ from vtsearch.search.query import one_torch_thread
 
 if TYPE_CHECKING:
     from vtsearch.search.blip import BlipReranker
+    from vtsearch.storage.tokens import TokenCache
 
 WEIGHTS_DIR = Path(models_pkg.__file__).resolve().parent / "weights"
 #: Candidates re-ranked when neither the query nor the re-ranker's weights say otherwise: the
@@ -154,3 +155,23 @@ def load_reranker(
             "a fusion weights file"
         )
     return FusionReranker.load(path)
+
+
+def open_token_cache(folder: Path, reranker: FusionReranker) -> TokenCache | None:
+    """The collection's token cache for reading, when it holds this scorer's tokens."""
+    from vtsearch.storage.tokens import TokenCache
+
+    cache = TokenCache.open_existing(folder)
+    if cache is None or (cache.n_tokens, cache.dim) != reranker.token_shape:
+        return None
+    return cache if reranker.reads_tokens_of(cache.revision) else None
+
+
+def token_cache_for_indexing(folder: Path, reranker: FusionReranker) -> TokenCache:
+    """The token cache an index run writes this scorer's tokens to: the collection's own when it
+    holds them (a cache an older version keyed by the weights file included), else a new one."""
+    from vtsearch.storage.tokens import TokenCache
+
+    found = open_token_cache(folder, reranker)
+    revision = found.revision if found is not None else reranker.token_revision
+    return TokenCache(folder, *reranker.token_shape, revision)

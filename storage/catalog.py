@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import os
-import secrets
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
-    URL,
     create_engine,
     delete,
     event,
@@ -29,110 +22,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from vtsearch.errors import ModelMismatchError, SchemaVersionError
+from vtsearch.storage.catalog_history import History
+from vtsearch.storage.catalog_roots import RootRows
+from vtsearch.storage.catalog_texts import TextRows
 from vtsearch.storage.files import os_errors
+from vtsearch.storage.records import FileRecord, NewImage, is_under
 from vtsearch.storage.schema import (
     SCHEMA_VERSION,
     Base,
-    Commit,
     ImageRow,
     Meta,
-    Root,
-    TextRow,
-    TextTombstone,
     Tombstone,
 )
-
-CATALOG_FILE = "catalog.db"
+from vtsearch.storage.sqlite import CATALOG_FILE, sqlite_pragmas, sqlite_url, writable, writes
 
 __all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """What the scanner needs to know of a catalogued file."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str | None
-    status: str
-    ctime_ns: int | None = None
-    inode: int | None = None
-
-
-@dataclass
-class StoredText:
-    text: str
-    source: str | None
-    vector: np.ndarray | None = None
-
-
-@dataclass
-class NewImage:
-    """One decoded-and-embedded (or failed) file, ready to be written."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str | None
-    vector: np.ndarray | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    taken_at: datetime | None = None
-    error: str | None = None
-    #: Row this file's new version supersedes (a changed file), or None. The old row is deleted in
-    #: the same transaction and the new version gets a fresh id, so a batch killed before its commit
-    #: never touched anything a committed row points at (its token record in particular).
-    replace_id: int | None = None
-    ctime_ns: int | None = None
-    inode: int | None = None
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    # FULL: a committed batch survives a power cut too, so it is never embedded twice. One fsync
-    # per batch of images costs nothing next to the embedding. Neither pragma writes the file.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def _writable(folder: Path) -> bool:
-    db = folder / CATALOG_FILE
-    if db.exists() and not os.access(db, os.W_OK):
-        return False
-    return os.access(folder, os.W_OK)
-
-
-def _sqlite_url(db: Path, readonly: bool) -> URL:
-    """The database URL, built by SQLAlchemy so ``?``, ``%`` or ``#`` in a path stay in it."""
-    if not readonly:
-        return URL.create("sqlite", database=str(db))
-    # A read-only reader opens the file as an SQLite URI (the path percent-quoted). Without a
-    # ``-wal`` file no writer is at work, and SQLite cannot make the shared-memory file a WAL
-    # reader needs in a folder it may not write: it then reads the file as it stands.
-    query = {"mode": "ro", "uri": "true"}
-    if not Path(str(db) + "-wal").exists():
-        query["immutable"] = "1"
-    return URL.create(
-        "sqlite", database="file:" + urllib.parse.quote(os.fsencode(db.resolve())), query=query
-    )
-
-
-def _writes(method):
-    """A full disk or a database this user may not write is a typed error naming the file."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with os_errors(self.location, "write"):
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-class Catalog:
+class Catalog(History, RootRows, TextRows):
     """SQLAlchemy 2.0 catalog over ``catalog.db`` in a collection folder (or any database URL).
 
     Example:
@@ -155,13 +62,13 @@ class Catalog:
     def open(cls, folder: Path, readonly: bool | None = None) -> Catalog:
         """The catalog in ``folder``; ``readonly`` None: read-only when this user may not write."""
         if readonly is None:
-            readonly = folder.is_dir() and not _writable(folder)
+            readonly = folder.is_dir() and not writable(folder)
         db = folder / CATALOG_FILE
         with os_errors(db, "read" if readonly else "write"):
             if not readonly:
                 folder.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(_sqlite_url(db, readonly))
-            event.listen(engine, "connect", _sqlite_pragmas)
+            engine = create_engine(sqlite_url(db, readonly))
+            event.listen(engine, "connect", sqlite_pragmas)
             if not readonly:
                 # WAL lets queries read a consistent snapshot while an indexer writes. The mode
                 # is stored in the file, so setting it once per writer is enough (and a reader
@@ -192,7 +99,7 @@ class Catalog:
                 )
             self._migrate(int(stored))
 
-    @_writes
+    @writes
     def _migrate(self, stored: int) -> None:
         """Bring an older catalog up to ``SCHEMA_VERSION`` in one transaction."""
         with self.engine.begin() as con:
@@ -210,7 +117,7 @@ class Catalog:
             row = s.get(Meta, key)
             return row.value if row else None
 
-    @_writes
+    @writes
     def set_meta(self, key: str, value: str) -> None:
         with Session(self.engine) as s, s.begin():
             s.merge(Meta(key=key, value=value))
@@ -219,7 +126,7 @@ class Catalog:
         with Session(self.engine) as s:
             return {m.key: m.value for m in s.scalars(select(Meta))}
 
-    @_writes
+    @writes
     def bind_model(self, model_id: str, dim: int, revision: str = "") -> None:
         """Record the model of a new collection, or refuse one built by another model."""
         stored_model, stored_dim = self.get_meta("model_id"), self.get_meta("dim")
@@ -303,47 +210,6 @@ class Catalog:
             for r in found:
                 s.expunge(r)
         return {r.id: r for r in found}
-
-    def changes_since(
-        self, seq: int, kind: str = "image"
-    ) -> tuple[int, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
-        """Vectors written and removed after ``seq``, read in one snapshot.
-
-        ``kind`` is ``"image"`` or ``"text"``. Returns ``(current_seq, [(id, vec_seq, vector)],
-        [(id, tombstone_seq)])``.
-        """
-        current, _, added, removed = self.changes_marked(seq, kind)
-        return current, added, removed
-
-    def current_seq(self) -> int:
-        return self.head()[0]
-
-    def head(self) -> tuple[int, str | None]:
-        """The current sequence number and its mark (None in catalogs older than schema 2)."""
-        with Session(self.engine) as s:
-            return _head(s)
-
-    def mark_at(self, seq: int) -> str | None:
-        """The mark this catalog gave sequence number ``seq``, or None when it has none."""
-        with Session(self.engine) as s:
-            return s.scalar(select(Commit.mark).where(Commit.seq == seq))
-
-    def changes_marked(
-        self, seq: int, kind: str = "image"
-    ) -> tuple[int, str | None, list[tuple[int, int, bytes]], list[tuple[int, int]]]:
-        """:meth:`changes_since`, with the mark of the returned sequence number (one snapshot)."""
-        if kind == "image":
-            row, tomb, live = ImageRow, Tombstone, ImageRow.status == "indexed"
-        else:
-            row, tomb, live = TextRow, TextTombstone, True
-        with Session(self.engine) as s, s.begin():
-            current, mark = _head(s)
-            added = s.execute(
-                select(row.id, row.vec_seq, row.vector).where(row.vec_seq > seq, live)
-            ).all()
-            removed = s.execute(select(tomb.id, tomb.seq).where(tomb.seq > seq)).all()
-        return current, mark, [tuple(a) for a in added], [tuple(r) for r in removed]
-
     def max_image_id(self) -> int:
         """The highest image id ever committed (ids are never reused), 0 for none."""
         with Session(self.engine) as s:
@@ -354,18 +220,6 @@ class Catalog:
                 if got is not None:
                     return int(got)
             return int(s.scalar(select(func.max(ImageRow.id))) or 0)
-
-    def dead_since(self, seq: int) -> tuple[int, list[int]]:
-        """Ids whose vector was removed after ``seq`` and that are not live again, and the
-        current sequence number, read in one snapshot."""
-        with Session(self.engine) as s, s.begin():
-            current = s.scalar(select(Meta.value).where(Meta.key == "seq"))
-            live = select(ImageRow.id).where(ImageRow.status == "indexed")
-            ids = s.scalars(
-                select(Tombstone.id).where(Tombstone.seq > seq, Tombstone.id.not_in(live))
-            ).all()
-        return (int(current) if current else 0), list(ids)
-
     def live_vectors(self, chunk: int = 2000) -> Iterable[tuple[int, bytes | None]]:
         """``(id, vector blob)`` of every indexed row, in id order."""
         last = 0
@@ -406,16 +260,7 @@ class Catalog:
             return [(p, e or "") for p, e in s.execute(stmt.order_by(ImageRow.path))]
 
     # -- writes ---------------------------------------------------------------------------------
-    def _next_seq(self, s: Session) -> int:
-        row = s.get(Meta, "seq")
-        nxt = int(row.value) + 1 if row else 1
-        mark = secrets.token_hex(8)
-        s.merge(Meta(key="seq", value=str(nxt)))
-        s.merge(Meta(key="mark", value=mark))
-        s.merge(Commit(seq=nxt, mark=mark))
-        return nxt
-
-    @_writes
+    @writes
     def write_batch(
         self,
         items: list[NewImage],
@@ -483,7 +328,7 @@ class Catalog:
                 before_commit(out)
         return out
 
-    @_writes
+    @writes
     def touch(self, updates: list[tuple[int, str, int, int, int | None, int | None]]) -> None:
         """Record a new path and stat (size, mtime, ctime, inode) for files whose content did not
         change (moved, touched)."""
@@ -502,7 +347,7 @@ class Catalog:
                     .values(path=path, size=size, mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode)
                 )
 
-    @_writes
+    @writes
     def mark_for_reindex(self, ids: list[int], reason: str | None = None) -> None:
         """Make the next index run embed these rows again (their stat and hash are forgotten).
 
@@ -527,7 +372,7 @@ class Catalog:
                     values.update(status="failed", error=reason, vector=None, vec_seq=0)
                 s.execute(update(ImageRow).where(ImageRow.id.in_(chunk)).values(**values))
 
-    @_writes
+    @writes
     def remove(self, ids: list[int]) -> None:
         """Delete rows (files that vanished) and tombstone their vectors."""
         if not ids:
@@ -542,116 +387,3 @@ class Catalog:
                 for row_id in indexed:
                     s.merge(Tombstone(id=row_id, seq=seq))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
-
-    # -- roots ----------------------------------------------------------------------------------
-    def roots(self) -> list[str]:
-        """The folders indexed into this collection, sorted."""
-        with Session(self.engine) as s:
-            return sorted(s.scalars(select(Root.path)))
-
-    @_writes
-    def add_root(self, path: str) -> None:
-        """Record ``path`` as indexed, unless a root holds it; roots inside it are dropped (it
-        covers them)."""
-        with Session(self.engine) as s, s.begin():
-            roots = s.scalars(select(Root.path)).all()
-            if any(is_under(path, old) for old in roots):
-                return
-            for old in roots:
-                if is_under(old, path):
-                    s.execute(delete(Root).where(Root.path == old))
-            s.add(Root(path=path, added_at=time.time()))
-
-    @_writes
-    def forget_root(self, path: str) -> int:
-        """Drop a root and every row under it (their vectors tombstoned); returns the rows."""
-        ids = [r.id for r in self.records(under=path).values()]
-        self.remove(ids)
-        with Session(self.engine) as s, s.begin():
-            s.execute(delete(Root).where(Root.path == path))
-        return len(ids)
-
-    def count_under(self, path: str) -> int:
-        return len(self.records(under=path))
-
-    # -- texts ----------------------------------------------------------------------------------
-    def known_texts(self, texts: Iterable[str]) -> set[str]:
-        wanted = list(set(texts))
-        found: set[str] = set()
-        with Session(self.engine) as s:
-            for i in range(0, len(wanted), 500):
-                found.update(
-                    s.scalars(select(TextRow.text).where(TextRow.text.in_(wanted[i : i + 500])))
-                )
-        return found
-
-    @_writes
-    def add_texts(self, texts: list[str], vectors: np.ndarray, source: str | None) -> list[int]:
-        """Insert texts with their vectors in one transaction; returns their ids."""
-        now = time.time()
-        with Session(self.engine) as s, s.begin():
-            seq = self._next_seq(s)
-            rows = [
-                TextRow(
-                    text=t,
-                    source=source,
-                    vector=np.ascontiguousarray(v, np.float32).tobytes(),
-                    vec_seq=seq,
-                    added_at=now,
-                )
-                for t, v in zip(texts, vectors, strict=True)
-            ]
-            s.add_all(rows)
-            s.flush()
-            return [r.id for r in rows]
-
-    def texts(self, ids: Iterable[int], vectors: bool = False) -> dict[int, StoredText]:
-        """Texts by id, in one query (a removed text is absent); ``vectors``: with their stored
-        vectors, for re-scoring and priors."""
-        ids = list(ids)
-        cols = [TextRow.id, TextRow.text, TextRow.source]
-        if vectors:
-            cols.append(TextRow.vector)
-        with Session(self.engine) as s:
-            return {
-                row[0]: StoredText(
-                    row[1], row[2], np.frombuffer(row[3], dtype=np.float32) if vectors else None
-                )
-                for row in s.execute(select(*cols).where(TextRow.id.in_(ids)))
-            }
-
-    def text_count(self) -> int:
-        with Session(self.engine) as s:
-            return int(s.scalar(select(func.count()).select_from(TextRow)) or 0)
-
-    @_writes
-    def remove_texts(self, source: str | None = None) -> int:
-        """Remove the texts added from ``source`` (all texts when None); returns how many."""
-        with Session(self.engine) as s, s.begin():
-            stmt = select(TextRow.id)
-            if source is not None:
-                stmt = stmt.where(TextRow.source == source)
-            ids = list(s.scalars(stmt))
-            if not ids:
-                return 0
-            seq = self._next_seq(s)
-            for row_id in ids:
-                s.merge(TextTombstone(id=row_id, seq=seq))
-            for i in range(0, len(ids), 500):
-                s.execute(delete(TextRow).where(TextRow.id.in_(ids[i : i + 500])))
-            return len(ids)
-
-
-def _head(s: Session) -> tuple[int, str | None]:
-    got = dict(s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(("seq", "mark")))).all())
-    return (int(got["seq"]) if got.get("seq") else 0), got.get("mark")
-
-
-def is_under(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or inside it (by path components, any separator).
-
-    Example:
-        >>> is_under("/a/b/c.jpg", "/a/b"), is_under("/a/bc.jpg", "/a/b"), is_under("/x", "/")
-        (True, False, True)
-    """
-    return path == folder or path.startswith(os.path.join(folder, ""))

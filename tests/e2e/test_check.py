@@ -63,7 +63,7 @@ def test_faiss_file_damage_is_found_and_rebuilt(coll, damage, scorer_path):
     else:  # an index whose vectors are not the catalog's (saved at the catalog's seq)
         from vtsearch.storage.vectors import VectorIndex
 
-        vi = VectorIndex.load(eng.path, eng._embedder.dim)
+        vi = VectorIndex.load(eng.path, eng._parts.bound(create=False)[1].dim)
         ids = ids_of(eng.path)
         rng = np.random.default_rng(0)
         v = rng.standard_normal((2, vi.dim)).astype(np.float32)
@@ -129,7 +129,7 @@ def test_a_damaged_catalog_vector_is_queued_for_reembedding(coll, lite, scorer_p
 
 def test_check_waits_for_no_indexer(coll):
     eng, _ = coll
-    with eng._write_lock():
+    with eng._parts.write_lock():
         with pytest.raises(IndexLockedError, match="another vtsearch process is writing"):
             Engine(eng.path).check()
         r = cli(eng.path)

@@ -84,7 +84,7 @@ def test_queries_during_indexing_never_fail_nor_see_half_written_state(tmp_path,
             eng = engine if queries % 3 else Engine(db, embedder=lite, reranker=scorer_path)
             for text, image, k in (("a colourful photo", None, 5), (None, photos / "p00.png", 3)):
                 hits = eng.search(text=text, image=image, k=k, rerank=text is not None)
-                visible = len(eng._vindex)  # what this search's snapshot of the catalog held
+                visible = len(eng._parts._vindex)  # what this search's snapshot of the catalog held
                 paths = [h.path for h in hits]
                 assert set(paths) <= corpus and len(set(paths)) == len(paths)
                 assert len(hits) == min(k, visible)
@@ -114,7 +114,7 @@ def test_queries_during_indexing_never_fail_nor_see_half_written_state(tmp_path,
 HOLDER = """
 import sys, time
 from vtsearch import Engine
-lock = Engine(sys.argv[1])._write_lock()
+lock = Engine(sys.argv[1])._parts.write_lock()
 lock.__enter__()
 print("locked", flush=True)
 time.sleep(600)

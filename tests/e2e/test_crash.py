@@ -18,11 +18,10 @@ import pytest
 from conftest import make_photo, save_random_scorer
 
 from vtsearch import Engine
-from vtsearch.check import check_collection, leftover_files
-from vtsearch.indexer.pipeline import index_ids
 from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.check import check_collection, leftover_files
 from vtsearch.storage.tokens import TokenCache
-from vtsearch.storage.vectors import VectorIndex
+from vtsearch.storage.vectors import VectorIndex, index_ids
 
 SEED = 20260
 #: Kills over the first run, then over a second run that adds, changes and deletes files.

@@ -31,7 +31,7 @@ import json, sys, threading, time
 from pathlib import Path
 import torch
 from vtsearch import Engine
-from vtsearch.indexer.pipeline import index_ids
+from vtsearch.storage.vectors import index_ids
 
 db, model, stop = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 threads_before = torch.get_num_threads()
@@ -51,7 +51,7 @@ def loop():
         if len(set(ids)) != len(ids) or len(ids) != 20:
             repeated.append(ids)
         seen.update(ids)
-        seqs.add(eng._vindex.seq)
+        seqs.add(eng._parts._vindex.seq)
         searches[0] += 1
 
 threads = [threading.Thread(target=loop) for _ in range(4)]
@@ -67,7 +67,7 @@ probe.start()
 probe.join()
 print(json.dumps({
     "errors": errors, "repeated": repeated, "seen": sorted(seen), "seqs": len(seqs),
-    "searches": searches[0], "index_ids": index_ids(eng._vindex).tolist(),
+    "searches": searches[0], "index_ids": index_ids(eng._parts._vindex).tolist(),
     "threads": [threads_before, torch.get_num_threads(), late[0]],
 }))
 """
@@ -77,7 +77,7 @@ SYNCER = """
 import json, sys, threading
 from pathlib import Path
 import numpy as np
-from vtsearch.indexer.pipeline import index_ids
+from vtsearch.storage.vectors import index_ids
 from vtsearch.storage.catalog import Catalog, NewImage
 from vtsearch.storage.vectors import VectorIndex
 

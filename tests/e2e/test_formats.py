@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, features
 
 from vtsearch import Engine, config
-from vtsearch.indexer.decode import HEIF, load_image
+from vtsearch.images import HEIF, load_image
 
 COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 210), (220, 200, 30), (150, 40, 160)]
 

@@ -20,7 +20,7 @@ from PIL import Image
 from vtsearch import Engine
 from vtsearch.cli import main
 from vtsearch.errors import QueryError
-from vtsearch.indexer.decode import load_image
+from vtsearch.images import load_image
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 

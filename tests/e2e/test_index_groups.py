@@ -12,7 +12,7 @@ import torch
 from conftest import SAMPLES, save_random_scorer
 
 from vtsearch import Engine
-from vtsearch.indexer.decode import DECODE_TARGET, load_image
+from vtsearch.images import DECODE_TARGET, load_image
 from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.tokens import TokenCache
 
@@ -58,7 +58,7 @@ def test_grouped_commits_give_each_row_its_own_vector_and_tokens(
     stored = np.stack([np.frombuffer(r.vector, dtype=np.float32) for r in good])
     np.testing.assert_allclose(stored, fresh_vectors, atol=1e-4)
 
-    fresh_tokens = eng._load_reranker().reduce(emb.tokens)
+    fresh_tokens = eng.reranker().reduce(emb.tokens)
     cached = TokenCache.open_existing(tmp_path / "coll").get(np.array([r.id for r in good]))
     # Stored as int8 with a scale: each row's tokens are nearest to its own image's.
     dist = np.array([[np.abs(c - f).mean() for f in fresh_tokens] for c in cached])

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from vtsearch import Engine
-from vtsearch.api import TEXTS
+from vtsearch.collection import TEXTS
 from vtsearch.search.query import encode_query
 from vtsearch.storage.catalog import Catalog
-from vtsearch.storage.vectors import IVFPQ_MIN, VectorIndex, optimize
+from vtsearch.storage.index_kinds import IVFPQ_MIN
+from vtsearch.storage.rebuild import optimize
+from vtsearch.storage.vectors import VectorIndex
 
 
 def test_ivfpq_text_hits_are_rescored_exactly(tmp_path, photos, tiny_clip):
@@ -38,7 +40,7 @@ def test_ivfpq_text_hits_are_rescored_exactly(tmp_path, photos, tiny_clip):
     assert len(hits) == 10
     vectors = np.stack([r.vector for r in stored.values()])
     ids = np.array(list(stored))
-    q = encode_query(eng._bound(create=False)[1], None, photos / "img0.png").vector
+    q = encode_query(eng._parts.bound(create=False)[1], None, photos / "img0.png").vector
     exact = vectors @ q
     for h in hits:
         assert h.score == pytest.approx(float(exact[ids == h.id][0]), abs=1e-5)

@@ -46,7 +46,7 @@ def test_fine_tuned_scorer_keeps_the_token_cache(tmp_path, photos, lite):
     # Queries read the cache, not the files: with the photos gone the tokens are still there.
     for p in photos.rglob("*.*"):
         p.unlink()
-    got = eng._region_tokens(eng._load_reranker(), lite, ids.tolist())
+    got = eng._parts.searcher().region_tokens(eng.reranker(), ids.tolist())
     cached = np.stack(before.get(ids))
     assert np.allclose(got, cached) and np.abs(got).sum() > 0
 

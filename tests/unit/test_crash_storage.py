@@ -12,11 +12,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vtsearch.check import check_collection
-from vtsearch.indexer.pipeline import TokenSink, catch_up, index_ids, reconcile_tokens
+from vtsearch.indexer.pipeline import TokenSink, catch_up, reconcile_tokens
 from vtsearch.storage.catalog import Catalog, NewImage
+from vtsearch.storage.check import check_collection
 from vtsearch.storage.tokens import TokenCache
-from vtsearch.storage.vectors import VectorIndex
+from vtsearch.storage.vectors import VectorIndex, index_ids
 
 DIM, N_TOK, C_TOK = 8, 2, 4
 

@@ -17,14 +17,8 @@ from vtsearch.models.fusion import (
     save_fusion,
 )
 from vtsearch.models.lite import LiteConfig, LiteHeads
-from vtsearch.models.train_fusion import (
-    FusionData,
-    Mixer,
-    list_recall,
-    make_lists,
-    save_trained,
-    train_scorer,
-)
+from vtsearch.training.fusion_scoring import FusionData, Mixer, list_recall, make_lists
+from vtsearch.training.train_fusion import save_trained, train_scorer
 
 TINY = FusionConfig(region_in=24, pca_dim=12, hidden=20, region_dim=16)
 

@@ -13,18 +13,9 @@ from hypothesis import strategies as st
 
 from vtsearch.errors import ConfigError
 from vtsearch.storage.catalog import Catalog, NewImage
-from vtsearch.storage.vectors import (
-    FLAT_MAX,
-    SQ8_MIN,
-    IndexSpec,
-    VectorIndex,
-    build,
-    choose_index,
-    needs_rebuild,
-    optimize,
-    rebuild,
-    spec_for_kind,
-)
+from vtsearch.storage.index_kinds import FLAT_MAX, SQ8_MIN, IndexSpec, choose_index, spec_for_kind
+from vtsearch.storage.rebuild import build, needs_rebuild, optimize, rebuild
+from vtsearch.storage.vectors import VectorIndex
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 40, spread: float = 0.35) -> np.ndarray:
@@ -313,7 +304,7 @@ def test_forcing_hnsw_moves_a_float_graph_to_8_bit_codes(tmp_path):
 
 
 def test_a_quantised_graph_of_a_collection_passes_its_check(tmp_path):
-    from vtsearch.check import check_collection
+    from vtsearch.storage.check import check_collection
 
     cat, x = make_collection(tmp_path, 1200)
     (report,) = optimize(tmp_path, cat, kind="hnsw")

@@ -119,7 +119,7 @@ def test_text_queries_find_their_sample_photo(model: LiteEmbedder) -> None:
 
 
 def test_training_writes_loadable_weights(tmp_path: Path) -> None:
-    from vtsearch.models.train_biencoder import build_heads
+    from vtsearch.training.train_biencoder import build_heads
 
     gen = torch.Generator().manual_seed(0)
     n = 48

@@ -6,7 +6,9 @@ import numpy as np
 
 from vtsearch.search.retrieve import RESCORE_FACTOR, rescore, retrieve, search_depth
 from vtsearch.storage.catalog import Catalog, NewImage
-from vtsearch.storage.vectors import IndexSpec, VectorIndex, rebuild
+from vtsearch.storage.index_kinds import IndexSpec
+from vtsearch.storage.rebuild import rebuild
+from vtsearch.storage.vectors import VectorIndex
 
 
 def clustered(n: int, dim: int, seed: int) -> np.ndarray:

@@ -226,7 +226,7 @@ class LiteEmbedder(Embedder):
     model_id = MODEL_ID
 
     def __init__(self, weights: Path | str = WEIGHTS_PATH, device: torch.device | str = "cpu"):
-        from vtsearch.models.features import quiet_text_tower
+        from vtsearch.models.towers import quiet_text_tower
 
         self.heads = load_heads(weights)
         self.dim = self.heads.config.dim
@@ -276,7 +276,7 @@ class LiteEmbedder(Embedder):
     def to(self, device: torch.device | str) -> LiteEmbedder:
         self.device = torch.device(device)
         if self.device.type != "cpu" and getattr(self.text_tower, "traced", None) is not None:
-            from vtsearch.models.features import quiet_text_tower
+            from vtsearch.models.towers import quiet_text_tower
 
             # The CPU trace may hold CPU constants; other devices run transformers' model.
             self.text_tower = quiet_text_tower(traced=False).eval()

@@ -356,3 +356,11 @@ def imagenet_class_names() -> tuple[str, ...]:
 
     info = ImageNetInfo()
     return tuple(info.index_to_description(i) for i in range(info.num_classes()))
+
+
+def quiet_text_tower(traced: bool = False) -> torch.nn.Module:
+    """A ``TextTower`` built without transformers' progress bar and info logging; ``traced``:
+    through the per-machine trace cache (fast cold start, CPU only)."""
+    from vtsearch.config import cache_dir
+
+    return TextTower(traced_dir=cache_dir() if traced else None)

@@ -186,8 +186,7 @@ def _check_index(
     repair: bool,
 ) -> int:
     """Check one FAISS file (``vectors`` for images, ``texts``); returns its vector count."""
-    from vtsearch.indexer.pipeline import index_ids
-    from vtsearch.storage.vectors import IMAGES, VectorIndex
+    from vtsearch.storage.vectors import IMAGES, VectorIndex, index_ids
 
     name = IMAGES if kind == "image" else "texts"
     part = "vectors" if kind == "image" else "texts"
@@ -276,17 +275,13 @@ def _differing(vindex, catalog: Catalog, kind: str, ids: set[int]) -> list[int]:
 
 def _rebuild(folder: Path, catalog: Catalog, dim: int, kind: str, name: str, old) -> None:
     """A fresh FAISS file from the catalog, of the old index's kind where it could be read."""
-    from vtsearch.storage import vectors
+    from vtsearch.storage.rebuild import rebuild
+    from vtsearch.storage.vectors import VectorIndex
 
-    fresh = None
-    rebuild = getattr(vectors, "rebuild", None)  # the index factory's, when it has one
-    if rebuild is not None:
-        try:
-            fresh = rebuild(catalog, dim, getattr(old, "spec", None), kind=kind)
-        except ValueError:
-            fresh = None
-    if fresh is None:
-        fresh = vectors.VectorIndex(dim)
+    try:
+        fresh = rebuild(catalog, dim, getattr(old, "spec", None), kind=kind)
+    except ValueError:  # too few vectors to train the old kind on
+        fresh = VectorIndex(dim)
         fresh.sync(catalog, kind)
     fresh.save(folder, name)
 

@@ -15,16 +15,10 @@ import torch
 
 from vtsearch.errors import DatasetError
 from vtsearch.models.base import Embedder
-from vtsearch.models.fusion_data import MAX_TEXT_TOKENS
-from vtsearch.models.train_fusion import (
-    OFF,
-    FusionData,
-    Log,
-    save_trained,
-    top_lists,
-    train_scorer,
-)
 from vtsearch.search.rerank import DEFAULT_RERANK_K
+from vtsearch.training.fusion_data import MAX_TEXT_TOKENS
+from vtsearch.training.fusion_scoring import OFF, FusionData, Log, top_lists
+from vtsearch.training.train_fusion import save_trained, train_scorer
 
 #: Below this many images every pair trains and the last epoch is kept (no held-out selection).
 MIN_IMAGES_FOR_DEV = 30

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from vtsearch.cli.common import engine
+
 # Spelled out, not imported: `vtsearch --help` must not import numpy or faiss.
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
 
@@ -40,38 +42,12 @@ def optimize(
       vtsearch optimize --dry-run
       vtsearch --db ./my-index optimize --kind hnsw
     """
-    from filelock import FileLock, Timeout
-
-    from vtsearch.api import LOCK_FILE
-    from vtsearch.errors import CollectionNotFoundError, IndexLockedError
-    from vtsearch.storage.catalog import Catalog
-    from vtsearch.storage.vectors import optimize as optimize_indexes
-
-    folder = ctx.obj["db"]
-    if not (folder / "catalog.db").exists():
-        raise CollectionNotFoundError(
-            f"no collection at {folder}; index a folder first or pass --db"
-        )
-    lock = FileLock(str(folder / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as e:
-        raise IndexLockedError(
-            f"another vtsearch process is writing to {folder}; wait for it to finish"
-        ) from e
-    catalog = Catalog.open(folder)
-    try:
-        reports = optimize_indexes(
-            folder,
-            catalog,
-            kind=None if kind == "auto" else kind,
-            force=force,
-            dry_run=dry_run,
-            memory_bytes=int(memory_gb * (1 << 30)) if memory_gb else None,
-        )
-    finally:
-        catalog.close()
-        lock.release()
+    reports = engine(ctx).optimize(
+        kind=None if kind == "auto" else kind,
+        force=force,
+        dry_run=dry_run,
+        memory_bytes=int(memory_gb * (1 << 30)) if memory_gb else None,
+    )
     for r in reports:
         what = "images" if r.name == "vectors" else r.name
         if r.reason is None:

@@ -18,8 +18,9 @@ from safetensors.numpy import load_file, save_file
 
 from vtsearch.errors import DatasetError
 from vtsearch.indexer.decode import decode_loader
+from vtsearch.models.towers import quiet_text_tower
 
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "features"
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "features"
 # Bump when a tower or its preprocessing changes so old caches are ignored.
 FEATURE_VERSION = "lite0-minilm-v1"
 
@@ -128,12 +129,3 @@ def text_features(
     cache.mkdir(parents=True, exist_ok=True)
     save_file({"pooled": out}, str(file))
     return out
-
-
-def quiet_text_tower(traced: bool = False) -> torch.nn.Module:
-    """A ``TextTower`` built without transformers' progress bar and info logging; ``traced``:
-    through the per-machine trace cache (fast cold start, CPU only)."""
-    from vtsearch.config import cache_dir
-    from vtsearch.models.towers import TextTower
-
-    return TextTower(traced_dir=cache_dir() if traced else None)

@@ -1,0 +1,43 @@
+"""What a collection holds: model, counts, folders, failed files, size on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vtsearch.storage.catalog import Catalog
+
+
+@dataclass
+class CollectionStatus:
+    path: str
+    model_id: str | None
+    dim: int | None
+    index_kind: str | None
+    counts: dict[str, int]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    bytes_on_disk: int = 0
+    #: The indexed folders: ``(path, exists, images catalogued under it)``.
+    roots: list[tuple[str, bool, int]] = field(default_factory=list)
+    #: Opened read-only (this user may not write the collection).
+    readonly: bool = False
+
+    @property
+    def indexed(self) -> int:
+        return self.counts.get("indexed", 0)
+
+
+def collection_status(folder: Path, catalog: Catalog) -> CollectionStatus:
+    """The status of the collection in ``folder``."""
+    meta = catalog.meta()
+    return CollectionStatus(
+        path=str(folder),
+        model_id=meta.get("model_id"),
+        dim=int(meta["dim"]) if "dim" in meta else None,
+        index_kind=meta.get("index_kind"),
+        counts={**catalog.counts(), "texts": catalog.text_count()},
+        failed=catalog.failures(),
+        bytes_on_disk=sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
+        roots=[(r, Path(r).is_dir(), catalog.count_under(r)) for r in catalog.roots()],
+        readonly=catalog.readonly,
+    )

@@ -1,0 +1,3 @@
+from vtsearch.cli.main import main
+
+main()

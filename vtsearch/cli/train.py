@@ -1,0 +1,158 @@
+"""`vtsearch train`: train the default model's parts, or fine-tune the re-ranker on your own
+captioned pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def train() -> None:
+    """Train the default model's parts on Flickr8k.
+
+    \b
+    Example:
+      vtsearch train bi-encoder --flickr ../shared/data/flickr8k
+      vtsearch train fusion --flickr ../shared/data/flickr8k
+    """
+
+
+_flickr_option = click.option(
+    "--flickr",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="Flickr8k folder (images/, captions.tsv, splits/).",
+)
+_cache_option = click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Feature cache folder (default: .cache/ in the repository).",
+)
+
+
+@train.command("bi-encoder")
+@_flickr_option
+@click.option(
+    "--flowers",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="flowers-dev folder, used only to choose the ConSE mix.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to write the weights (default: the package's weights folder).",
+)
+@_cache_option
+@click.option("--seed", default=0, show_default=True)
+def train_biencoder_cmd(
+    flickr: Path, flowers: Path | None, out: Path | None, cache: Path | None, seed: int
+) -> None:
+    """Train the projection heads of vtsearch-lite (towers frozen) and write safetensors.
+
+    \b
+    Example:
+      vtsearch train bi-encoder --flickr ../shared/data/flickr8k --out /tmp/weights
+    """
+    from vtsearch.training.train_biencoder import train_biencoder
+
+    out = out or Path(__file__).parent / "models" / "weights"
+    metrics = train_biencoder(flickr, out, seed=seed, cache_dir=cache, flowers_dir=flowers)
+    click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@train.command("fusion")
+@click.option(
+    "--flickr",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Flickr8k folder: train the shipped scorer from scratch (train split, dev selection).",
+)
+@click.option(
+    "--captions",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Your image<TAB>caption file: fine-tune the scorer on your own pictures.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Folder the --captions image names are relative to (default: the file's folder).",
+)
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Scorer to fine-tune (default: the shipped one).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Weights file (default with --flickr: the package's vtsearch-lite-fusion.safetensors).",
+)
+@_cache_option
+@click.option("--epochs", default=None, type=int, help="Epochs (default: 4).")
+@click.option("--folds", default=5, show_default=True, help="Cross-fitting folds (--flickr).")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+def train_fusion_cmd(
+    ctx: click.Context,
+    flickr: Path | None,
+    captions: Path | None,
+    images: Path | None,
+    base: Path | None,
+    out: Path | None,
+    cache: Path | None,
+    epochs: int | None,
+    folds: int,
+    seed: int,
+) -> None:
+    """Train the cross-attention fusion re-ranker (--flickr), or fine-tune it on your own
+    captioned pictures (--captions); then use it with --reranker FILE.
+
+    \b
+    Example:
+      vtsearch train fusion --flickr ../shared/data/flickr8k --out /tmp/fusion.safetensors
+      vtsearch train fusion --captions my/captions.tsv --out my-fusion.safetensors
+      vtsearch --reranker my-fusion.safetensors query "grandma's red bicycle"
+    """
+    from vtsearch.search.rerank import default_weights
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if (flickr is None) == (captions is None):
+        raise click.UsageError("give either --flickr (train) or --captions (fine-tune)")
+    if flickr is not None:
+        from vtsearch.training.train_fusion import train_fusion
+
+        out = out or default_weights("vtsearch-lite")
+        metrics = train_fusion(
+            flickr, out, cache_dir=cache, seed=seed, folds=folds, epochs=epochs or 4, log=log
+        )
+    else:
+        from vtsearch.models.registry import load_embedder
+        from vtsearch.search.evaluate import read_captions
+        from vtsearch.training.finetune_fusion import finetune_fusion
+
+        if out is None:
+            raise click.UsageError("--out is needed with --captions (the shipped file stays)")
+        base = base or default_weights("vtsearch-lite")
+        obj = ctx.find_root().obj or {}
+        embedder = load_embedder(obj.get("model") or "vtsearch-lite", obj.get("device"))
+        metrics = finetune_fusion(
+            read_captions(captions, None),
+            images or captions.parent,
+            out,
+            embedder=embedder,
+            base=base,
+            epochs=epochs or 4,
+            seed=seed,
+            log=log,
+        )
+    click.echo(json.dumps(metrics, indent=2, default=str))

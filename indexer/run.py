@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from vtsearch.errors import RootError
+from vtsearch import config
+from vtsearch.errors import CollectionNotFoundError, ConfigError, RootError
 from vtsearch.indexer.pipeline import (
     IndexReport,
     Progress,
@@ -19,6 +20,7 @@ from vtsearch.indexer.pipeline import (
 from vtsearch.indexer.scan import HashProgress
 from vtsearch.models.base import Embedder
 from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.thumbs import ThumbCache
 from vtsearch.storage.tokens import TokenCache
 from vtsearch.storage.vectors import VectorIndex
 
@@ -119,6 +121,49 @@ def index_roots(
     return report
 
 
+def roots_to_index(folder: str | Path | None) -> list[Path] | None:
+    """``[folder]``, or None (refresh every root) without one.
+
+    Raises:
+        CollectionNotFoundError: ``folder`` is not a folder.
+    """
+    if folder is None:
+        return None
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise CollectionNotFoundError(f"{root} is not a folder")
+    return [root]
+
+
+def index_collection(
+    folder: Path,
+    roots: list[Path] | None,
+    catalog: Catalog,
+    vindex: VectorIndex,
+    embedder: Embedder,
+    **options,
+) -> IndexReport:
+    """:func:`index_roots` over the collection in ``folder`` (the caller holds its write lock),
+    saving its FAISS file there; then the cached thumbnails of rows that went are dropped.
+    ``options``: those of :func:`index_roots`.
+
+    Raises:
+        ConfigError: no ``roots`` given and the collection records none.
+    """
+    if roots is None and not catalog.roots():
+        raise ConfigError(
+            f"no folders are recorded in {folder} yet (collections made before "
+            "vtsearch recorded them); index one: vtsearch index FOLDER"
+        )
+    if catalog.get_meta("index_kind") is None:
+        catalog.set_meta("index_kind", vindex.kind)
+    options.setdefault("checkpoint_seconds", config.checkpoint_seconds())
+    save = lambda: vindex.save(folder)  # noqa: E731
+    report = index_roots(roots, catalog, vindex, embedder, save=save, **options)
+    ThumbCache(folder).prune(catalog.indexed_ids)
+    return report
+
+
 def resolve_root(catalog: Catalog, folder: str | Path) -> str:
     """The recorded root ``folder`` names (as given, or with links resolved).
 
@@ -141,4 +186,5 @@ def forget_root(catalog: Catalog, vindex: VectorIndex, folder: Path, root: str) 
         reconcile_tokens(catalog, cache)
     vindex.sync(catalog)
     vindex.save(folder)
+    ThumbCache(folder).prune(catalog.indexed_ids)
     return n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vtsearch.errors import QueryError
+from vtsearch.errors import ImageTooLargeError, NotAnImageError, QueryError
 from vtsearch.models.base import Embedder, TextEmbedding
 from vtsearch.search.parse import parse_query
 from vtsearch.search.retrieve import combine
@@ -30,15 +31,38 @@ class EncodedQuery:
     main_text: str | None = None
 
 
-def read_image(image: str | Path | Image.Image) -> Image.Image:
-    from vtsearch.images import DECODE_TARGET, describe_error, load_image
+#: What a query image may be: a file, a decoded image, or the bytes of an image file (an upload).
+QueryImage = str | Path | Image.Image | bytes
+
+
+def read_image(image: QueryImage) -> Image.Image:
+    """A query image as RGB. The bytes of an upload are decoded only by the photo formats
+    vtsearch indexes (``QUERY_FORMATS``); the decompression-bomb guard applies to all.
+
+    Raises:
+        ImageTooLargeError: it would decode to more pixels than the bomb guard allows.
+        NotAnImageError: it cannot be read or decoded.
+    """
+    from vtsearch.images import (
+        DECODE_TARGET,
+        QUERY_FORMATS,
+        DecompressionBomb,
+        describe_error,
+        load_image,
+    )
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    uploaded = isinstance(image, bytes | bytearray)
+    name = "the uploaded image" if uploaded else f"query image {image}"
     try:
+        if uploaded:
+            return load_image(io.BytesIO(image), DECODE_TARGET, QUERY_FORMATS).image
         return load_image(str(Path(image).expanduser()), DECODE_TARGET).image
+    except (DecompressionBomb, Image.DecompressionBombError) as e:
+        raise ImageTooLargeError(f"cannot read {name}: {describe_error(e)}") from e
     except Exception as e:
-        raise QueryError(f"cannot read query image {image}: {describe_error(e)}") from e
+        raise NotAnImageError(f"cannot read {name}: {describe_error(e)}") from e
 
 
 def try_read_image(path: str) -> Image.Image | None:
@@ -91,16 +115,24 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def encode_query(
-    embedder: Embedder, text: str | None, image: str | Path | Image.Image | None
+    embedder: Embedder,
+    text: str | None,
+    image: QueryImage | None,
+    image_vector: np.ndarray | None = None,
 ) -> EncodedQuery:
+    """The query's search direction and what re-ranking needs; ``image_vector`` is an indexed
+    image's stored vector, standing for a query image (its region tokens are not given)."""
     with one_torch_thread():
-        return _encode_query(embedder, text, image)
+        return _encode_query(embedder, text, image, image_vector)
 
 
 def _encode_query(
-    embedder: Embedder, text: str | None, image: str | Path | Image.Image | None
+    embedder: Embedder,
+    text: str | None,
+    image: QueryImage | None,
+    image_vector: np.ndarray | None,
 ) -> EncodedQuery:
-    if text is None and image is None:
+    if text is None and image is None and image_vector is None:
         raise QueryError("give a text query, an image, or both")
     parts, weights = [], []
     main_text = image_tokens = main_term = None
@@ -120,6 +152,9 @@ def _encode_query(
         parts.append(img.vectors.float().cpu().numpy())
         weights.append(1.0)
         image_tokens = img.tokens
+    if image_vector is not None:
+        parts.append(np.asarray(image_vector, dtype=np.float32)[None])
+        weights.append(1.0)
     stacked = np.concatenate(parts)
     if _cancels_out(stacked, weights):
         raise QueryError(

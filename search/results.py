@@ -36,6 +36,15 @@ def path_fields(path: str) -> dict[str, str]:
     return {"path": path}
 
 
+def relative_path(path: str, root: str | None) -> str:
+    """``path`` inside ``root`` with "/" between its parts (the whole path when it has no root),
+    valid UTF-8 (a name that is not shows replacement characters)."""
+    rel = os.path.relpath(path, root) if root else path
+    if os.sep != "/":
+        rel = rel.replace(os.sep, "/")
+    return os.fsencode(rel).decode("utf-8", errors="replace")
+
+
 @dataclass
 class Result:
     """One hit: the catalog id, the file, and its score.
@@ -43,7 +52,7 @@ class Result:
     ``score`` orders the results; ``bi_score`` is the bi-encoder similarity, ``rerank_score``
     the re-ranker's own score (None when not re-ranked, or when the re-ranker's weights leave its
     scorer off for this direction) and ``prior`` the query-bank prior subtracted (None when the
-    results were not re-ranked).
+    results were not re-ranked). ``root`` is the indexed folder that holds the file.
     """
 
     id: int
@@ -55,6 +64,7 @@ class Result:
     bi_score: float | None = None
     rerank_score: float | None = None
     prior: float | None = None
+    root: str | None = None
 
     def to_dict(self) -> dict:
         """Fields for JSON: strict (non-finite scores are None) and valid UTF-8 (see
@@ -62,7 +72,28 @@ class Result:
         d = asdict(self)
         d["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
         d.update(path_fields(self.path))
+        if self.root is not None:
+            d["root"] = os.fsencode(self.root).decode("utf-8", errors="replace")
         return _finite_scores(d)
+
+
+@dataclass
+class ImageInfo:
+    """An indexed image's catalog metadata (``Engine.image``)."""
+
+    id: int
+    path: str
+    root: str | None
+    width: int | None
+    height: int | None
+    taken_at: datetime | None
+    format: str | None
+    #: Size of the file when it was indexed.
+    bytes: int
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
 
 
 @dataclass

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vtsearch.errors import QueryError
+from vtsearch.errors import ImageNotFoundError, NoScorerError, NoTextsError, QueryError
 from vtsearch.search.results import Result, TextResult
+from vtsearch.storage.records import root_of
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from vtsearch.models.base import Embedder
     from vtsearch.search.blip import BlipReranker
+    from vtsearch.search.explain import Explanation
+    from vtsearch.search.query import QueryImage
     from vtsearch.search.rerank import FusionReranker
     from vtsearch.storage.catalog import Catalog
     from vtsearch.storage.vectors import VectorIndex
@@ -57,52 +58,123 @@ class Searcher:
     def images(
         self,
         text: str | None,
-        image: str | Path | Image.Image | None,
+        image: QueryImage | None,
         k: int,
         rerank: bool,
         rerank_k: int | None,
+        offset: int = 0,
     ) -> list[Result]:
-        """Images ranked by similarity to a text, an example image, or both (see Engine.search)."""
+        """Images ranked by similarity to a text, an example image, or both (see Engine.search).
+
+        The ranking is one list whatever ``k`` and ``offset`` cut from it, so pages never
+        overlap: the re-ranker re-orders the bi-encoder's top ``rerank_k`` (its own depth by
+        default) and the rest follow in bi-encoder order.
+        """
         from vtsearch.search.blip import BlipReranker
         from vtsearch.search.query import encode_query, try_read_image
         from vtsearch.search.retrieve import apply_rerank, retrieve_rows
 
-        check_k(k)
+        check_k(k, offset)
         q = encode_query(self.embedder, text, image)
         reranker = self._reranker() if rerank and q.text is not None else None
-        depth = max(k, rerank_k or (reranker.default_k if reranker else k))
-        hits, rows = retrieve_rows(q.vector, self._images(), self.catalog, depth)
-        if reranker is None or not hits:
-            return hits[:k]
-        ids = [h.id for h in hits]
-        if isinstance(reranker, BlipReranker):
-            images = [try_read_image(h.path) for h in hits]
-            return apply_rerank(hits, reranker.score_images(q.main_text, images), 1.0, k)
-        fusion = None
-        if reranker.mix["t2i"]:
-            fusion = reranker.score_images(q.text, self.region_tokens(reranker, ids))
-        priors = self._priors(reranker, ids, rows)
-        return apply_rerank(hits, fusion, reranker.mix["t2i"], k, priors)
+        window = (rerank_k or reranker.default_k) if reranker is not None else 0
+        hits, rows = retrieve_rows(q.vector, self._images(), self.catalog, max(offset + k, window))
+        head, tail = hits[:window], hits[window:]
+        if head:
+            ids = [h.id for h in head]
+            if isinstance(reranker, BlipReranker):
+                images = [try_read_image(h.path) for h in head]
+                head = apply_rerank(head, reranker.score_images(q.main_text, images), 1.0, window)
+            else:
+                fusion = None
+                if reranker.mix["t2i"]:
+                    fusion = reranker.score_images(q.text, self.region_tokens(reranker, ids))
+                priors = self._priors(reranker, ids, rows)
+                head = apply_rerank(head, fusion, reranker.mix["t2i"], window, priors)
+        return self._with_roots((head + tail)[offset : offset + k])
+
+    def similar(self, image_id: int, k: int, offset: int = 0) -> list[Result]:
+        """Images like an indexed one ("more like this"): its stored vector is the query, and
+        the image itself is left out (see Engine.similar)."""
+        from vtsearch.search.gallery import indexed_row
+        from vtsearch.search.retrieve import retrieve_rows
+
+        check_k(k, offset)
+        row = indexed_row(self.catalog, image_id)
+        vector = np.frombuffer(row.vector, dtype=np.float32)
+        hits, _ = retrieve_rows(vector, self._images(), self.catalog, offset + k + 1)
+        hits = [h for h in hits if h.id != image_id]
+        return self._with_roots(hits[offset : offset + k])
+
+    def explain(self, text: str, image_id: int) -> Explanation:
+        """The fusion scorer's reading of an indexed image for ``text`` (see Engine.explain)."""
+        from vtsearch.search.explain import explain
+        from vtsearch.search.gallery import indexed_row, safe_file
+        from vtsearch.search.query import one_torch_thread, read_image
+        from vtsearch.search.rerank import FusionReranker, open_token_cache
+
+        reranker = self._reranker()
+        if not isinstance(reranker, FusionReranker):
+            raise NoScorerError(
+                f"model '{self.embedder.model_id}' with this re-ranker has no fusion scorer to "
+                "explain a match with (vtsearch-lite ships one; not with --reranker none or blip)"
+            )
+        row = indexed_row(self.catalog, image_id)
+        cache = open_token_cache(self.folder, reranker)
+        regions = cache.get(np.array([image_id]))[0] if cache is not None else None
+        if regions is None:  # not cached: encoded again from the file
+            import torch
+
+            try:
+                image = read_image(safe_file(self.catalog, row))
+            except QueryError as e:
+                raise ImageNotFoundError(f"image {image_id}: {e}") from e
+            pixels = self.embedder.transform(image)[None]
+            with one_torch_thread(), torch.inference_mode():
+                raw = self.embedder.encode_images(pixels.to(self.embedder.device)).tokens
+            regions = reranker.reduce(raw)[0]
+        size = (row.width, row.height)
+        return explain(self.embedder, reranker, text, image_id, regions, size)
+
+    def _with_roots(self, results: list[Result]) -> list[Result]:
+        """``results`` with the indexed folder of each file set."""
+        if results:
+            roots = self.catalog.roots()
+            for r in results:
+                r.root = root_of(r.path, roots)
+        return results
 
     def texts(
         self,
-        image: str | Path | Image.Image | None,
+        image: QueryImage | None,
         text: str | None,
         k: int,
         rerank: bool,
         rerank_k: int | None,
+        image_id: int | None = None,
     ) -> list[TextResult]:
-        """The collection's texts ranked by similarity to an image, a text, or both."""
+        """The collection's texts ranked by similarity to an image (a file, or an indexed image
+        by ``image_id``), a text, or both."""
         from vtsearch.search.blip import BlipReranker
+        from vtsearch.search.gallery import indexed_row, safe_file
         from vtsearch.search.query import encode_query, read_image
         from vtsearch.search.retrieve import apply_rerank, rescore, rescored, search_depth
 
         check_k(k)
-        q = encode_query(self.embedder, text, image)
+        stored = None
+        if image_id is not None:
+            if image is not None:
+                raise QueryError("give a query image or the id of an indexed one, not both")
+            row = indexed_row(self.catalog, image_id)
+            stored = np.frombuffer(row.vector, dtype=np.float32)
+        q = encode_query(self.embedder, text, image, stored)
         tindex = self._texts()
         if len(tindex) == 0:
-            raise QueryError("the collection has no texts; add some with: vtsearch texts add FILE")
-        reranker = self._reranker() if rerank and q.image_tokens is not None else None
+            raise NoTextsError(
+                "the collection has no texts; add some with: vtsearch texts add FILE"
+            )
+        has_image = q.image_tokens is not None or image_id is not None
+        reranker = self._reranker() if rerank and has_image else None
         depth = max(k, rerank_k or (reranker.default_k if reranker else k))
         scores, ids = tindex.search(q.vector[None, :], search_depth(tindex, depth))
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
@@ -120,13 +192,18 @@ class Searcher:
         if reranker is None or not hits:
             return hits[:k]
         if isinstance(reranker, BlipReranker):
-            fusion = reranker.score_texts(read_image(image), [h.text for h in hits])
+            pixels = read_image(image if image_id is None else safe_file(self.catalog, row))
+            fusion = reranker.score_texts(pixels, [h.text for h in hits])
             return apply_rerank(hits, fusion, 1.0, k)
         prior = reranker.prior("i2t", np.stack([rows[h.id].vector for h in hits]))
         fusion = None
         if reranker.mix["i2t"]:  # 0: this direction re-ranks by the prior alone
             states = self.embedder.encode_texts([h.text for h in hits])
-            fusion = reranker.score_texts(reranker.reduce(q.image_tokens), states)
+            if q.image_tokens is not None:
+                regions = reranker.reduce(q.image_tokens)
+            else:
+                regions = self.region_tokens(reranker, [image_id])
+            fusion = reranker.score_texts(regions, states)
         return apply_rerank(hits, fusion, reranker.mix["i2t"], k, prior)
 
     def _priors(self, reranker: FusionReranker, ids: list[int], rows: dict) -> np.ndarray:
@@ -170,6 +247,8 @@ class Searcher:
         return np.stack(got).astype(np.float32)
 
 
-def check_k(k: int) -> None:
+def check_k(k: int, offset: int = 0) -> None:
     if k < 1:
         raise QueryError(f"k must be at least 1, not {k}")
+    if offset < 0:
+        raise QueryError(f"offset must be 0 or more, not {offset}")

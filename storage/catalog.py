@@ -210,6 +210,14 @@ class Catalog(History, RootRows, TextRows):
             for r in found:
                 s.expunge(r)
         return {r.id: r for r in found}
+
+    def indexed_ids(self, ids: Iterable[int]) -> set[int]:
+        """Which of ``ids`` name indexed rows."""
+        ids = list(ids)
+        with Session(self.engine) as s:
+            stmt = select(ImageRow.id).where(ImageRow.id.in_(ids), ImageRow.status == "indexed")
+            return set(s.scalars(stmt))
+
     def max_image_id(self) -> int:
         """The highest image id ever committed (ids are never reused), 0 for none."""
         with Session(self.engine) as s:
@@ -220,6 +228,7 @@ class Catalog(History, RootRows, TextRows):
                 if got is not None:
                     return int(got)
             return int(s.scalar(select(func.max(ImageRow.id))) or 0)
+
     def live_vectors(self, chunk: int = 2000) -> Iterable[tuple[int, bytes | None]]:
         """``(id, vector blob)`` of every indexed row, in id order."""
         last = 0

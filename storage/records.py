@@ -60,3 +60,14 @@ def is_under(path: str, folder: str) -> bool:
         (True, False, True)
     """
     return path == folder or path.startswith(os.path.join(folder, ""))
+
+
+def root_of(path: str, roots: list[str]) -> str | None:
+    """The innermost of ``roots`` that holds ``path``, or None.
+
+    Example:
+        >>> root_of("/a/b/c.jpg", ["/a", "/a/b", "/x"]), root_of("/y/z.jpg", ["/a"])
+        ('/a/b', None)
+    """
+    holding = [r for r in roots if is_under(path, r)]
+    return max(holding, key=len) if holding else None

@@ -1,7 +1,9 @@
-"""The public engine: one collection folder, one model; index, search, texts, check, status.
+"""The public engine: one collection folder, one model; index, search, similar, images by id,
+explain, texts, check, status.
 
 A thin facade: it opens the collection's parts lazily and hands the work to ``vtsearch.indexer``
-(index runs), ``vtsearch.search`` (the query path) and ``vtsearch.storage`` (check, status).
+(index runs), ``vtsearch.search`` (the query path, images by id, explanations) and
+``vtsearch.storage`` (check, status).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from vtsearch import config
 from vtsearch.collection import TEXTS, Collection
-from vtsearch.errors import CollectionNotFoundError, ConfigError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
     from vtsearch.indexer.pipeline import IndexReport
     from vtsearch.models.base import Embedder
     from vtsearch.search.blip import BlipReranker
+    from vtsearch.search.explain import Explanation
     from vtsearch.search.rerank import FusionReranker
-    from vtsearch.search.results import Result, TextResult
+    from vtsearch.search.results import ImageInfo, Result, TextResult
     from vtsearch.storage.check import CheckReport
     from vtsearch.storage.rebuild import OptimizeReport
     from vtsearch.storage.status import CollectionStatus
@@ -90,34 +92,21 @@ class Engine:
         Raises:
             RootError: ``folder`` looks empty while the collection holds images from it.
         """
-        from vtsearch.indexer.run import index_roots
+        from vtsearch.indexer.run import index_collection, roots_to_index
         from vtsearch.storage.check import remove_leftovers
 
-        roots = None
-        if folder is not None:
-            roots = [Path(folder).expanduser()]
-            if not roots[0].is_dir():
-                raise CollectionNotFoundError(f"{roots[0]} is not a folder")
-        else:
+        roots = roots_to_index(folder)
+        if roots is None:
             self._parts.catalog(create=False)  # refreshing needs a collection
         with self._parts.write_lock():
             remove_leftovers(self.path)  # temp files of a save a killed run never finished
             catalog, embedder = self._parts.bound(create=True)
-            if roots is None and not catalog.roots():
-                raise ConfigError(
-                    f"no folders are recorded in {self.path} yet (collections made before "
-                    "vtsearch recorded them); index one: vtsearch index FOLDER"
-                )
-            vindex = self._parts.vectors()
-            if catalog.get_meta("index_kind") is None:
-                catalog.set_meta("index_kind", vindex.kind)
-            return index_roots(
+            return index_collection(
+                self.path,
                 roots,
                 catalog,
-                vindex,
+                self._parts.vectors(),
                 embedder,
-                save=lambda: vindex.save(self.path),
-                checkpoint_seconds=config.checkpoint_seconds(),
                 tokens=self._parts.token_sink(),
                 extensions=extensions,
                 max_bytes=max_bytes,
@@ -149,33 +138,66 @@ class Engine:
     def search(
         self,
         text: str | None = None,
-        image: str | Path | Image.Image | None = None,
+        image: str | Path | Image.Image | bytes | None = None,
         k: int = 10,
         *,
+        offset: int = 0,
         rerank: bool = True,
         rerank_k: int | None = None,
     ) -> list[Result]:
-        """Images ranked by similarity to a text query, an example image, or both.
+        """Images ranked by similarity to a text query, an example image (a file, a decoded
+        image or an image file's bytes), or both; results ``offset`` to ``offset + k``.
 
         Text may carry weighted terms (``"a beach - people + sunset^0.5"``, see ``parse_query``).
-        With a text and a fusion scorer, the bi-encoder's top ``rerank_k`` are re-ranked by it.
+        With a text and a fusion scorer, the bi-encoder's top ``rerank_k`` are re-ranked by it
+        and the rest follow in bi-encoder order, so pages of one query never overlap.
         """
-        return self._parts.searcher().images(text, image, k, rerank, rerank_k)
+        return self._parts.searcher().images(text, image, k, rerank, rerank_k, offset)
+
+    def similar(self, image_id: int, k: int = 10, *, offset: int = 0) -> list[Result]:
+        """Images like the indexed image ``image_id`` ("more like this"): its stored vector is
+        the query, and the image itself is left out. Raises ``ImageNotFoundError``."""
+        return self._parts.searcher().similar(image_id, k, offset)
 
     def search_texts(
         self,
-        image: str | Path | Image.Image | None = None,
+        image: str | Path | Image.Image | bytes | None = None,
         text: str | None = None,
         k: int = 10,
         *,
+        image_id: int | None = None,
         rerank: bool = True,
         rerank_k: int | None = None,
     ) -> list[TextResult]:
-        """The collection's texts ranked by similarity to an image (or a text, or both).
+        """The collection's texts ranked by similarity to an image (or the indexed image
+        ``image_id``), a text, or both. With a query image and a fusion scorer, the top
+        ``rerank_k`` texts are re-ranked by it. Raises ``NoTextsError`` without texts."""
+        return self._parts.searcher().texts(image, text, k, rerank, rerank_k, image_id)
 
-        With a query image and a fusion scorer, the top ``rerank_k`` texts are re-ranked by it.
-        """
-        return self._parts.searcher().texts(image, text, k, rerank, rerank_k)
+    def image(self, image_id: int) -> ImageInfo:
+        """Catalog metadata of an indexed image. Raises ``ImageNotFoundError``."""
+        return self._parts.gallery().info(image_id)
+
+    def image_file(self, image_id: int) -> Path:
+        """The file of an indexed image, links resolved, when it is a regular file inside its
+        indexed folder; else ``ImageNotFoundError`` (see ``vtsearch.search.gallery``)."""
+        return self._parts.gallery().file(image_id)
+
+    def thumbnail(self, image_id: int) -> bytes:
+        """A JPEG thumbnail (longest side 256) of an indexed image, cached in the collection's
+        ``thumbs/`` folder. Raises ``ImageNotFoundError``."""
+        return self._parts.gallery().thumbnail(image_id)
+
+    def explain(self, text: str, image_id: int) -> Explanation:
+        """Where each word of ``text`` looks in the indexed image ``image_id`` and how much it
+        counts, by the fusion scorer. Raises ``NoScorerError`` when there is none."""
+        return self._parts.searcher().explain(text, image_id)
+
+    def can_explain(self) -> bool:
+        """Whether the re-ranker is a fusion scorer (what ``explain`` needs)."""
+        from vtsearch.search.rerank import FusionReranker
+
+        return isinstance(self.reranker(), FusionReranker)
 
     def add_texts(
         self, texts: Sequence[str], source: str | None = None, batch_size: int = 256

@@ -13,6 +13,7 @@ from vtsearch.errors import CollectionNotFoundError
 if TYPE_CHECKING:
     from vtsearch.models.base import Embedder
     from vtsearch.search.blip import BlipReranker
+    from vtsearch.search.gallery import Gallery
     from vtsearch.search.rerank import FusionReranker
     from vtsearch.search.searcher import Searcher
     from vtsearch.storage.catalog import Catalog
@@ -43,6 +44,7 @@ class Collection:
         self._model_checked = False
         self._reranker: FusionReranker | BlipReranker | bool | None = False  # False: not loaded
         self._searcher: Searcher | None = None
+        self._gallery: Gallery | None = None
         # Threads that start together share one catalog, model and index instead of racing to
         # make their own.
         self._lock = threading.RLock()
@@ -124,6 +126,16 @@ class Collection:
                 )
             return self._searcher
 
+    def gallery(self) -> Gallery:
+        """The indexed images by id: metadata, files, thumbnails (no model needed)."""
+        from vtsearch.search.gallery import Gallery
+
+        catalog = self.catalog(create=False)
+        with self._lock:
+            if self._gallery is None or self._gallery.catalog is not catalog:
+                self._gallery = Gallery(self.path, catalog)
+            return self._gallery
+
     def token_sink(self):
         """Where indexing puts region tokens: the fusion scorer's cache, or None (other
         re-rankers read pixels, not cached tokens)."""
@@ -151,4 +163,4 @@ class Collection:
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None
-            self._searcher = None
+            self._searcher = self._gallery = None

@@ -1,4 +1,5 @@
-"""Typed errors of the library. The CLI turns them into one-line messages and exit codes."""
+"""Typed errors of the library. The CLI turns them into one-line messages and exit codes, the
+server (``vtsearch.server``) into HTTP statuses with a JSON body."""
 
 from __future__ import annotations
 
@@ -47,6 +48,33 @@ class IndexLockedError(VtsearchError):
 
 class QueryError(VtsearchError):
     """A query that cannot be run (empty, unreadable image, ...)."""
+
+    exit_code = 2
+
+
+class NotAnImageError(QueryError):
+    """A query image that cannot be decoded: not an image, a damaged one, or a format refused."""
+
+
+class ImageTooLargeError(QueryError):
+    """A query image over the size limit, or one that would decode to more pixels than the
+    decompression-bomb guard allows."""
+
+
+class NoTextsError(QueryError):
+    """An image -> text search of a collection that has no texts."""
+
+
+class ImageNotFoundError(VtsearchError):
+    """No indexed image has that id (never indexed, removed since, or failed to index), or its
+    file may not be served (gone, or not a regular file inside its indexed folder)."""
+
+    exit_code = 4
+
+
+class NoScorerError(VtsearchError):
+    """Something that needs the fusion scorer (an explanation) with a model or re-ranker that
+    has none (a CLIP model, ``--reranker none``, BLIP)."""
 
     exit_code = 2
 

@@ -10,10 +10,13 @@ its EXIF orientation applied: CMYK, 16-bit, float, palette and alpha images incl
 from __future__ import annotations
 
 import errno
+import io
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -71,12 +74,21 @@ _OPEN_LOCK = threading.Lock()
 DECODE_TARGET = 256
 
 
-def load_image(path: str, target: int | None = None) -> Loaded:
+#: The formats an image that arrives from elsewhere (a query image sent to the server) may be
+#: in: the photo formats vtsearch indexes, none of Pillow's rarer decoders (EPS, which runs
+#: Ghostscript, among them).
+QUERY_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+
+
+def load_image(
+    path: str | BinaryIO, target: int | None = None, formats: Sequence[str] | None = None
+) -> Loaded:
     """Open, orient and convert one image to RGB, with its displayed size, format and EXIF time.
 
     ``target`` lets JPEG decode at a reduced scale (DCT scaling) when the image is much larger, so
     a huge photo is resized while it is decoded instead of being refused. The first frame of an
-    animation (GIF, WebP) or the first page of a TIFF is the image.
+    animation (GIF, WebP) or the first page of a TIFF is the image. ``path`` may be an open binary
+    file; ``formats`` limits the decoders tried (e.g. :data:`QUERY_FORMATS`).
 
     Raises:
         DecompressionBomb: the decode would need more than ``MAX_DECODE_PIXELS`` pixels.
@@ -87,7 +99,10 @@ def load_image(path: str, target: int | None = None) -> Loaded:
         # The filters are process-wide and catch_warnings is not thread-safe: decode threads
         # take turns here, for the header only (Pillow warns at open; decoding comes after).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = Image.open(path)
+        if formats is not None:
+            Image.init()
+            formats = [f for f in formats if f in Image.OPEN]
+        img = Image.open(path, formats=formats)
     fmt = img.format or "?"
     size = img.size
     taken = _taken_at(img)
@@ -103,6 +118,24 @@ def load_image(path: str, target: int | None = None) -> Loaded:
     img.load()
     img, size = _orient(img, size)
     return Loaded(_to_rgb(img), size, fmt, taken)
+
+
+#: Longest side of a thumbnail.
+THUMB_SIZE = 256
+
+
+def thumbnail(path: str, size: int = THUMB_SIZE, quality: int = 85) -> bytes:
+    """A JPEG of the image at ``path`` whose longest side is at most ``size`` pixels, oriented as
+    displayed; a large JPEG is decoded at a reduced scale, and the bomb guard applies.
+
+    Raises:
+        DecompressionBomb, OSError, ...: as :func:`load_image`.
+    """
+    img = load_image(path, size).image
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
 
 
 def _orient(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:

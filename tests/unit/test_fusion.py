@@ -45,6 +45,35 @@ def test_padding_tokens_are_ignored():
     torch.testing.assert_close(scorer.score(padded_text, padded_mask, regions), short)
 
 
+def test_explain_adds_up_to_the_score_forward_gives():
+    """``explain`` writes out what ``forward`` computes: per token, a softmax over the regions
+    (rows sum to 1), pooling weights over the content words (sum to 1, none on [CLS], [SEP] or
+    padding), and gain * sum(weight * match) is the very logit ``score`` returns. Trained
+    parameters (sharpness, position bias, word weights, gain) are set away from their starting
+    values so a term left out of either would show."""
+    torch.manual_seed(0)
+    scorer = FusionScorer(TINY).eval()
+    with torch.no_grad():
+        scorer.row.copy_(torch.randn(7))
+        scorer.col.copy_(torch.randn(7))
+        scorer.word_weight.weight.normal_()
+        scorer.log_gain.fill_(0.7)
+        scorer.log_sharpness.fill_(1.3)
+    text, mask = torch.randn(1, 7, 384), torch.ones(1, 7, dtype=torch.bool)
+    mask[0, 5:] = False  # "[CLS] w w w [SEP] [PAD] [PAD]"
+    for _ in range(3):
+        regions = torch.randn(1, 49, 16)
+        ex = scorer.explain(text, mask, regions)
+        assert ex.attention.shape == (7, 49)
+        torch.testing.assert_close(ex.attention.sum(-1), torch.ones(7))
+        assert ex.weights.sum().item() == pytest.approx(1.0, abs=1e-5)
+        assert ex.weights[0] == 0 and (ex.weights[4:] == 0).all() and (ex.weights[1:4] > 0).all()
+        want = scorer.score(text, mask, regions).item()
+        assert ex.score == pytest.approx(want, abs=1e-4)
+        assert ex.gain * float((ex.weights * ex.match).sum()) == pytest.approx(want, abs=1e-4)
+        assert ex.gain == pytest.approx(math.exp(0.7), rel=1e-5)
+
+
 def test_content_words_drop_cls_and_sep_but_never_everything():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
     assert content_words(mask).int().tolist() == [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]]

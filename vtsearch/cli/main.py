@@ -16,6 +16,7 @@ from vtsearch.cli.evaluate import eval_cmd
 from vtsearch.cli.index import index
 from vtsearch.cli.optimize import optimize
 from vtsearch.cli.query import query
+from vtsearch.cli.serve import serve
 from vtsearch.cli.status import roots, status
 from vtsearch.cli.texts import texts
 from vtsearch.cli.train import train
@@ -57,5 +58,5 @@ def main(
     )
 
 
-for command in (index, query, status, roots, texts, eval_cmd, train, check, optimize):
+for command in (index, query, status, roots, texts, eval_cmd, train, check, optimize, serve):
     main.add_command(command)

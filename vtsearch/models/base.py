@@ -74,6 +74,11 @@ class Embedder(ABC):
     def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
         """Embed a batch of texts, truncated to the model's token limit."""
 
+    def text_tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` whose states ``encode_texts([text])`` gives, in order (WordPiece
+        pieces as the tokenizer writes them, e.g. ``["[CLS]", "skate", "##board", "[SEP]"]``)."""
+        raise NotImplementedError(f"model '{self.model_id}' does not list its text tokens")
+
     @abstractmethod
     def to(self, device: torch.device | str) -> Embedder: ...
 

@@ -167,6 +167,22 @@ def content_words(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(inner.any(1, keepdim=True), inner, mask)
 
 
+@dataclass
+class FusionExplanation:
+    """One text against one image, per token (see :meth:`FusionScorer.explain`)."""
+
+    #: ``[T, N]``: where each token looked, a softmax over the regions (rows sum to 1).
+    attention: torch.Tensor
+    #: ``[T]``: each token's share of the score (sums to 1; 0 for [CLS], [SEP]).
+    weights: torch.Tensor
+    #: ``[T]``: cosine of each token and what it found (its attention-weighted regions).
+    match: torch.Tensor
+    #: The scorer's learned scale: ``score = gain * sum(weights * match)``.
+    gain: float
+    #: The fusion logit, as :meth:`FusionScorer.forward` gives it.
+    score: float
+
+
 class FusionScorer(nn.Module):
     """Scores (text, image) pairs from MiniLM token states and cached region tokens.
 
@@ -225,10 +241,45 @@ class FusionScorer(nn.Module):
             q.unsqueeze(1), regs.unsqueeze(1), regs.unsqueeze(1), attn_mask=bias
         ).squeeze(1)  # [B, T, d]: softmax(QK^T / sqrt(d) + b) V, what each word found
         per_word = (words * found).sum(-1) / found.norm(dim=-1).clamp(min=1e-6)
+        return self.log_gain.exp() * (self.pooling(text_states, text_mask) * per_word).sum(-1)
+
+    def pooling(self, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Each token's share of the score ``[B, T]``: a softmax over the content words (0 for
+        [CLS], [SEP] and padding), from the token's MiniLM state alone."""
         content = content_words(text_mask.bool())
         logit = self.word_weight(text_states.float()).squeeze(-1).masked_fill(~content, -1e9)
-        weights = torch.softmax(logit, -1) * content
-        return self.log_gain.exp() * (weights * per_word).sum(-1)
+        return torch.softmax(logit, -1) * content
+
+    @torch.inference_mode()
+    def explain(
+        self, text_states: torch.Tensor, text_mask: torch.Tensor, regions: torch.Tensor
+    ) -> FusionExplanation:
+        """How one text (``[1, T, text_dim]``, mask ``[1, T]``) scores one image (``[1, N,
+        region_dim]``): what :meth:`forward` computes, written out and kept per token.
+
+        ``gain * (weights * match).sum()`` is the :meth:`forward` score.
+
+        Example:
+            >>> scorer = FusionScorer(FusionConfig(region_in=24, pca_dim=8, hidden=16,
+            ...                                    region_dim=8)).eval()
+            >>> text = torch.randn(1, 5, 384); mask = torch.ones(1, 5, dtype=torch.bool)
+            >>> scorer.explain(text, mask, torch.randn(1, 49, 8)).attention.shape
+            torch.Size([5, 49])
+        """
+        words = self.text_words(text_states)[0]
+        regs = F.normalize(regions.float(), dim=-1)[0]  # [N, d]
+        n = regs.shape[0]
+        # The logits scaled_dot_product_attention forms in forward: (q / sqrt(d)) . k + b, with
+        # q = words * sharpness * sqrt(d).
+        logits = self.log_sharpness.exp() * (words @ regs.T) + self.positions()[:n]
+        attention = torch.softmax(logits, -1)  # [T, N]
+        found = attention @ regs
+        match = (words * found).sum(-1) / found.norm(dim=-1).clamp(min=1e-6)
+        weights = self.pooling(text_states, text_mask)[0]
+        gain = float(self.log_gain.exp())
+        return FusionExplanation(
+            attention, weights, match, gain, gain * float((weights * match).sum())
+        )
 
     @torch.inference_mode()
     def score(

@@ -273,6 +273,9 @@ class LiteEmbedder(Embedder):
             vectors = self.heads.text_vectors(pooled)
         return TextEmbedding(vectors=vectors, states=states, mask=mask)
 
+    def text_tokens(self, text: str) -> list[str]:
+        return self.text_tower.tokens(text)
+
     def to(self, device: torch.device | str) -> LiteEmbedder:
         self.device = torch.device(device)
         if self.device.type != "cpu" and getattr(self.text_tower, "traced", None) is not None:

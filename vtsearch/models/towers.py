@@ -244,6 +244,13 @@ class TextTower(nn.Module):
         ).to(device)
         return self.net(**enc).last_hidden_state, enc["attention_mask"].bool()
 
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` whose states :meth:`forward` gives, [CLS] and [SEP] included."""
+        if self.traced is not None:
+            return list(self.tokenizer.encode(text).tokens)
+        ids = self.tokenizer(text, truncation=True, max_length=TEXT_MAX_TOKENS)["input_ids"]
+        return list(self.tokenizer.convert_ids_to_tokens(ids))
+
     def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         states, mask = self._encode(list(texts))
         m = mask.unsqueeze(-1).to(states.dtype)

@@ -1,0 +1,113 @@
+"""The FastAPI application of `vtsearch serve`: one ``Engine``, the API routes, the page.
+
+Example:
+    >>> from vtsearch import Engine
+    >>> from fastapi.testclient import TestClient
+    >>> app = create_app(Engine("/tmp/photos-index"))  # doctest: +SKIP
+    >>> TestClient(app).get("/api/search", params={"q": "a cat"}).json()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+import vtsearch
+from vtsearch.api import Engine
+from vtsearch.server import errors
+from vtsearch.server.jobs import IndexJob
+from vtsearch.server.routes import MAX_UPLOAD_BYTES, router
+from vtsearch.server.security import BodyLimit, SecurityHeaders, TokenAuth
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Room for the multipart framing and the form's other fields around a largest upload.
+BODY_LIMIT = MAX_UPLOAD_BYTES + 2**20
+
+log = logging.getLogger("vtsearch.server")
+
+
+def create_app(
+    engine: Engine,
+    *,
+    token: str | None = None,
+    folder: Path | None = None,
+    cors: str | None = None,
+    warm: bool = False,
+) -> FastAPI:
+    """The server's application around one loaded ``engine``.
+
+    Args:
+        engine: the collection every route searches (one per process, shared by all threads).
+        token: when set, every request must carry it (see ``TokenAuth``).
+        folder: what ``POST /api/index`` re-indexes; None: re-indexing is refused (409).
+        cors: an origin allowed to call the API from another site's page; none by default.
+        warm: load the model and the re-ranker in the background as the server starts, so the
+            first query does not wait for them.
+    """
+    job = IndexJob(engine, folder)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            threading.Thread(target=_warm_up, args=(engine,), daemon=True).start()
+        yield
+        job.stop()  # what the run embedded so far is committed; the next run resumes
+
+    app = FastAPI(
+        title="vtsearch",
+        version=vtsearch.__version__,
+        summary="Search a photo collection by words or by example.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.index_job = job
+    errors.install(app)
+    app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> FileResponse:
+        return FileResponse(
+            STATIC / "index.html", media_type="text/html", headers={"cache-control": "no-cache"}
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # The page names its icon (none); a browser still asks here, e.g. after an answer
+        # that was not the page. No content, rather than a 404 in its console.
+        return Response(status_code=204, headers={"cache-control": "max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # The last added runs first: headers on every answer, then CORS (its preflights carry no
+    # token), the token, and the body limit closest to the routes.
+    app.add_middleware(BodyLimit, limit=BODY_LIMIT)
+    if token:
+        app.add_middleware(TokenAuth, token=token)
+    if cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[cors],
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization"],
+            allow_credentials=True,
+        )
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _warm_up(engine: Engine) -> None:
+    """Load the model, the index and the re-ranker with one query (an empty or missing
+    collection simply has nothing to load yet)."""
+    try:
+        engine.search(text="a photo", k=1)
+    except Exception as e:  # never fatal: the first real query will say what is wrong
+        log.debug("warm-up query failed: %s", e)

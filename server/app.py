@@ -65,6 +65,10 @@ def create_app(
         version=vtsearch.__version__,
         summary="Search a photo collection by words or by example.",
         lifespan=lifespan,
+        # FastAPI's viewers load their scripts from a CDN: /docs is served from the copy of
+        # Swagger UI that fastapi-offline installs instead, so it works offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.index_job = job
@@ -84,6 +88,7 @@ def create_app(
         return Response(status_code=204, headers={"cache-control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
 
     # The last added runs first: headers on every answer, then CORS (its preflights carry no
     # token), the token, and the body limit closest to the routes.
@@ -102,6 +107,26 @@ def create_app(
         )
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """The OpenAPI viewer at /docs, its scripts and styles served by this server."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="vtsearch API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
 
 
 def _warm_up(engine: Engine) -> None:

@@ -475,7 +475,13 @@ def test_page_and_static_files_carry_the_security_headers(client):
     docs = json.loads(client.get("/openapi.json").text)
     assert docs["info"]["title"] == "vtsearch"
     assert {"/api/search", "/api/explain", "/api/images/{image_id}/file"} <= set(docs["paths"])
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    # The viewer's scripts come from this server, never from a CDN: /docs works offline.
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text and "cdn." not in page.text
+    js = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and "SwaggerUIBundle" in js.text
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
     assert client.get("/favicon.ico").status_code == 204  # asked for by browsers: no 404
 
 

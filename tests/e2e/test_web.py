@@ -353,6 +353,16 @@ def test_errors_are_shown(web):
     web.errors.clear()  # the 404 itself is logged by the browser: expected here
 
 
+def test_api_docs_render_offline(web):
+    """FastAPI's /docs viewer, with its scripts served by vtsearch (no CDN): the operations show."""
+    page = web.page
+    page.goto(web.base + "/docs")
+    page.wait_for_selector(".opblock")
+    assert page.locator(".opblock").count() >= 10
+    assert "/api/search" in page.content()
+    web.shot("docs")
+
+
 def test_reindex_shows_progress_until_done(web):
     page = web.page
     page.goto(web.base + "/")

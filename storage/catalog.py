@@ -103,6 +103,14 @@ class Catalog(History, RootRows, TextRows):
     def _migrate(self, stored: int) -> None:
         """Bring an older catalog up to ``SCHEMA_VERSION`` in one transaction."""
         with self.engine.begin() as con:
+            # A write first: it takes the database's write lock, so two processes opening an
+            # old catalog at once migrate it one after the other, the second finding it done.
+            con.execute(
+                update(Meta).where(Meta.key == "schema_version").values(value=Meta.value)
+            )
+            current = con.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+            if int(current or 0) >= SCHEMA_VERSION:
+                return
             if stored < 2:
                 have = {c["name"] for c in inspect(con).get_columns("images")}
                 for col in ("ctime_ns", "inode"):

@@ -85,3 +85,18 @@ def test_other_model_is_refused_with_what_to_do(tmp_path, photos, tiny_clip, tin
 def test_search_without_collection_says_index_first(tmp_path, tiny_clip):
     with pytest.raises(CollectionNotFoundError, match="vtsearch index"):
         Engine(tmp_path / "nothing", model=tiny_clip).search(text="a cat")
+
+
+def test_a_collection_of_schema_1_upgrades_and_reembeds_nothing(tmp_path, photos, tiny_clip):
+    from legacy import as_schema_1
+
+    db = tmp_path / "coll"
+    Engine(db, model=tiny_clip).index(photos, workers=0)
+    as_schema_1(db)
+    eng = Engine(db, model=tiny_clip)
+    assert len(eng.search(text="anything", k=50)) == 7  # readable at once
+    r = eng.index(photos, workers=0)
+    assert (r.embedded, r.unchanged, r.relinked, r.deleted) == (0, 7, 0, 0)
+    # The change times it lacked are recorded: an edit that keeps size and mtime is seen now.
+    assert all(rec.ctime_ns is not None for rec in eng._parts.catalog(False).records().values())
+    assert eng.roots() == [str(photos)]

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from legacy import as_schema_1
 
 from vtsearch.errors import ModelMismatchError
 from vtsearch.storage.catalog import Catalog, NewImage
@@ -54,3 +55,26 @@ def test_ids_are_never_reused(tmp_path):
     cat.remove([a])
     ((b, _),) = cat.write_batch([NewImage("/b.jpg", 1, 1, "h", vector=np.ones(4, np.float32))])
     assert b > a
+
+
+def _open_and_close(folder) -> str:
+    Catalog.open(folder).close()
+    return "ok"
+
+
+def test_a_schema_1_catalog_upgrades_in_place_once_even_when_opened_together(tmp_path):
+    import multiprocessing
+
+    cat = Catalog.open(tmp_path)
+    cat.write_batch([NewImage("/p/a.jpg", 1, 2, "h", vector=np.ones(4, dtype=np.float32))])
+    cat.close()
+    as_schema_1(tmp_path)
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        assert pool.map(_open_and_close, [tmp_path] * 6) == ["ok"] * 6
+    cat = Catalog.open(tmp_path)
+    assert cat.get_meta("schema_version") == str(SCHEMA_VERSION)
+    (rec,) = cat.records().values()
+    assert (rec.path, rec.size, rec.mtime_ns, rec.ctime_ns) == ("/p/a.jpg", 1, 2, None)
+    assert cat.roots() == [] and cat.head() == (1, None)  # no mark before the first new commit
+    cat.write_batch([NewImage("/p/b.jpg", 1, 2, "i", vector=np.ones(4, dtype=np.float32))])
+    assert cat.head()[0] == 2 and cat.mark_at(2) == cat.head()[1]

@@ -55,6 +55,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/vector_index.py
 	$(PY) bench/query_latency.py
 	$(PY) bench/rerank_latency.py
+	$(PY) bench/dupes.py
 	$(PY) bench/summary.py
 
 # The same with all 8,091 Flickr8k photos and the 1M-vector run (about an hour and 12 GB of RAM).

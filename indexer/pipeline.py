@@ -213,6 +213,7 @@ def index_folder(
     should_stop: Callable[[], bool] | None = None,
     tokens: TokenSink | None = None,
     hash_progress: HashProgress | None = None,
+    deferred_deletes: list[tuple[int, str]] | None = None,
 ) -> IndexReport:
     """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
 
@@ -265,6 +266,12 @@ def index_folder(
         report.seconds = time.perf_counter() - t0
         return report
 
+    if deferred_deletes is not None:
+        # Another root of this refresh may be where these files went: the caller deletes them
+        # once every root was seen (``delete_deferred``), so a move between roots keeps its row.
+        by_id = {r.id: p for p, r in known.items()}
+        deferred_deletes.extend((i, by_id[i]) for i in plan.delete)
+        plan.delete = []
     _apply_cheap_changes(plan, catalog, known, report, tokens)
     vindex.sync(catalog)
 
@@ -304,6 +311,23 @@ def index_folder(
         reconcile_tokens(catalog, tokens.cache)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def delete_deferred(
+    catalog: Catalog,
+    vindex: VectorIndex,
+    tokens: TokenSink | None,
+    deferred: list[tuple[int, str]],
+) -> int:
+    """Delete the rows a refresh of several roots deferred, except those another root claimed
+    since (moved there: their path changed). Returns how many went."""
+    rows = catalog.rows(i for i, _ in deferred)
+    gone = [i for i, path in deferred if i in rows and rows[i].path == path]
+    catalog.remove(gone)
+    if tokens is not None:
+        tokens.cache.remove(np.array(gone, dtype=np.int64))
+    vindex.sync(catalog)
+    return len(gone)
 
 
 def _apply_cheap_changes(

@@ -14,6 +14,7 @@ from vtsearch.indexer.pipeline import (
     IndexReport,
     Progress,
     TokenSink,
+    delete_deferred,
     index_folder,
     reconcile_tokens,
 )
@@ -22,7 +23,7 @@ from vtsearch.models.base import Embedder
 from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.thumbs import ThumbCache
 from vtsearch.storage.tokens import TokenCache
-from vtsearch.storage.vectors import VectorIndex
+from vtsearch.storage.vectors import IMAGES, VectorIndex
 
 
 def _on_gpu(device: object) -> bool:
@@ -47,6 +48,12 @@ def default_workers(device: object) -> int:
     return max(1, min(8, cores - 1)) if _on_gpu(device) else cores
 
 
+def save_spacing(checkpoint_seconds: float, vectors: int) -> float:
+    """Seconds between saves of the FAISS file. A save rewrites the whole file (4.9 GB at 1M HNSW
+    vectors): saves space out as the index grows, so they stay a small share of the work."""
+    return checkpoint_seconds * max(1.0, vectors / 100_000)
+
+
 def index_roots(
     roots: list[Path] | None,
     catalog: Catalog,
@@ -55,6 +62,7 @@ def index_roots(
     *,
     save: Callable[[], None],
     checkpoint_seconds: float,
+    save_at_end: bool = True,
     tokens: TokenSink | None = None,
     extensions: Iterable[str],
     max_bytes: int,
@@ -64,7 +72,8 @@ def index_roots(
     should_stop: Callable[[], bool] | None = None,
     hash_progress: HashProgress | None = None,
 ) -> IndexReport:
-    """Index ``roots`` (None: every root the catalog records), then ``save`` the FAISS file.
+    """Index ``roots`` (None: every root the catalog records), then ``save`` the FAISS file
+    (unless not ``save_at_end``; it is saved during a long run in any case).
 
     With ``roots`` None, a root that no longer exists (or looks empty) is reported in
     ``missing_roots`` and keeps its rows; one that no longer exists and holds none is forgotten
@@ -76,16 +85,14 @@ def index_roots(
 
     def checkpoint(done: int, total: int) -> None:
         nonlocal last_save
-        # A save rewrites the whole file (4.9 GB at 1M HNSW vectors): space saves out as the
-        # index grows, so they stay a small share of the run.
-        every = checkpoint_seconds * max(1.0, len(vindex) / 100_000)
-        if time.monotonic() - last_save > every:
+        if time.monotonic() - last_save > save_spacing(checkpoint_seconds, len(vindex)):
             save()
             last_save = time.monotonic()
         if progress:
             progress(done, total)
 
     report = IndexReport()
+    deferred: list[tuple[int, str]] = []
     for root in todo:
         if refresh and not root.is_dir():
             if catalog.count_under(str(root)):
@@ -108,6 +115,7 @@ def index_roots(
                 should_stop=should_stop,
                 tokens=tokens,
                 hash_progress=hash_progress,
+                deferred_deletes=deferred if refresh else None,
             )
         except RootError:
             if not refresh:
@@ -117,7 +125,10 @@ def index_roots(
         report.merge(part)
         if report.interrupted:
             break
-    save()
+    if deferred and not report.interrupted:  # an interrupted refresh leaves them to the next
+        report.deleted += delete_deferred(catalog, vindex, tokens, deferred)
+    if save_at_end:
+        save()
     return report
 
 
@@ -145,7 +156,10 @@ def index_collection(
 ) -> IndexReport:
     """:func:`index_roots` over the collection in ``folder`` (the caller holds its write lock),
     saving its FAISS file there; then the cached thumbnails of rows that went are dropped.
-    ``options``: those of :func:`index_roots`.
+    ``options``: those of :func:`index_roots`, and ``lazy_save``: save the FAISS file at the end
+    only when the run changed vectors and the file is older than :func:`save_spacing` (a watch's
+    many small runs; readers replay the catalog changes a saved file lacks, so this only bounds
+    their work).
 
     Raises:
         ConfigError: no ``roots`` given and the collection records none.
@@ -158,10 +172,23 @@ def index_collection(
     if catalog.get_meta("index_kind") is None:
         catalog.set_meta("index_kind", vindex.kind)
     options.setdefault("checkpoint_seconds", config.checkpoint_seconds())
+    lazy = options.pop("lazy_save", False)
     save = lambda: vindex.save(folder)  # noqa: E731
-    report = index_roots(roots, catalog, vindex, embedder, save=save, **options)
+    report = index_roots(
+        roots, catalog, vindex, embedder, save=save, save_at_end=not lazy, **options
+    )
+    if lazy and _changed_vectors(report):
+        saved = folder / f"{IMAGES}.faiss"
+        age = time.time() - saved.stat().st_mtime if saved.exists() else float("inf")
+        if age > save_spacing(options["checkpoint_seconds"], len(vindex)):
+            save()
     ThumbCache(folder).prune(catalog.indexed_ids)
     return report
+
+
+def _changed_vectors(report: IndexReport) -> bool:
+    """Whether a run may have added or removed vectors (a move or a touch changes none)."""
+    return bool(report.embedded or report.copied or report.deleted or report.failed)
 
 
 def resolve_root(catalog: Catalog, folder: str | Path) -> str:

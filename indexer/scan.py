@@ -61,10 +61,6 @@ class Plan:
     interrupted: bool = False
 
 
-def has_extension(path: str, extensions: Iterable[str]) -> bool:
-    return os.path.splitext(path)[1].lower() in {e.lower() for e in extensions}
-
-
 class Stopped(Exception):
     """A stop request arrived while scanning or hashing."""
 

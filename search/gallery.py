@@ -109,7 +109,7 @@ class Gallery:
             if not self.catalog.readonly:
                 self.thumbs.remove([image_id])
             raise
-        got = self.thumbs.get(image_id)
+        got = self.thumbs.get(image_id, row.sha256)
         if got is not None:
             return got
         path = safe_file(self.catalog, row)
@@ -120,5 +120,5 @@ class Gallery:
                 f"cannot make a thumbnail of image {image_id}: {describe_error(e, str(path))}"
             ) from e
         if not self.catalog.readonly:
-            self.thumbs.put(image_id, data)
+            self.thumbs.put(image_id, row.sha256, data)
         return data

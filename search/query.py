@@ -31,6 +31,8 @@ class EncodedQuery:
     main_text: str | None = None
 
 
+#: One uploaded image decodes at a time (see ``read_image``).
+_UPLOAD_DECODE = threading.Lock()
 #: What a query image may be: a file, a decoded image, or the bytes of an image file (an upload).
 QueryImage = str | Path | Image.Image | bytes
 
@@ -45,6 +47,7 @@ def read_image(image: QueryImage) -> Image.Image:
     """
     from vtsearch.images import (
         DECODE_TARGET,
+        MAX_QUERY_PIXELS,
         QUERY_FORMATS,
         DecompressionBomb,
         describe_error,
@@ -57,7 +60,11 @@ def read_image(image: QueryImage) -> Image.Image:
     name = "the uploaded image" if uploaded else f"query image {image}"
     try:
         if uploaded:
-            return load_image(io.BytesIO(image), DECODE_TARGET, QUERY_FORMATS).image
+            # Uploads decode one at a time, under a lower pixel limit: each may hold hundreds of
+            # megabytes while it decodes, and a server takes many at once.
+            with _UPLOAD_DECODE:
+                data = io.BytesIO(image)
+                return load_image(data, DECODE_TARGET, QUERY_FORMATS, MAX_QUERY_PIXELS).image
         return load_image(str(Path(image).expanduser()), DECODE_TARGET).image
     except (DecompressionBomb, Image.DecompressionBombError) as e:
         raise ImageTooLargeError(f"cannot read {name}: {describe_error(e)}") from e

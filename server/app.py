@@ -24,7 +24,8 @@ from vtsearch.api import Engine
 from vtsearch.server import errors
 from vtsearch.server.jobs import IndexJob
 from vtsearch.server.routes import MAX_UPLOAD_BYTES, router
-from vtsearch.server.security import BodyLimit, SecurityHeaders, TokenAuth
+from vtsearch.server.routes_dupes import router as dupes_router
+from vtsearch.server.security import BodyLimit, SameSiteOnly, SecurityHeaders, TokenAuth
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Room for the multipart framing and the form's other fields around a largest upload.
@@ -40,6 +41,7 @@ def create_app(
     folder: Path | None = None,
     cors: str | None = None,
     warm: bool = False,
+    hosts: frozenset[str] | None = None,
 ) -> FastAPI:
     """The server's application around one loaded ``engine``.
 
@@ -50,6 +52,8 @@ def create_app(
         cors: an origin allowed to call the API from another site's page; none by default.
         warm: load the model and the re-ranker in the background as the server starts, so the
             first query does not wait for them.
+        hosts: the only Host headers answered (None: any); `vtsearch serve` without a token
+            allows this machine's own names only (see ``SameSiteOnly``).
     """
     job = IndexJob(engine, folder)
 
@@ -74,6 +78,7 @@ def create_app(
     app.state.index_job = job
     errors.install(app)
     app.include_router(router)
+    app.include_router(dupes_router)
 
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:
@@ -105,6 +110,7 @@ def create_app(
             allow_headers=["Authorization"],
             allow_credentials=True,
         )
+    app.add_middleware(SameSiteOnly, hosts=hosts, cors=cors)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -37,6 +37,10 @@ class IndexJob:
         self._phase: str | None = None
         self._report: dict | None = None
         self._error: str | None = None
+        # A thread takes the torch thread count set last anywhere: one started while a query
+        # runs on one thread (``one_torch_thread``) would embed on one core. The count the
+        # server started with is what an index run gets.
+        self._torch_threads = _torch_threads()
 
     def state(self) -> IndexState:
         with self._lock:
@@ -81,6 +85,14 @@ class IndexJob:
 
     def _run(self) -> None:
         try:
+            import os
+
+            import torch
+
+            cores = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            )
+            torch.set_num_threads(self._torch_threads or cores or 1)
             report = self.engine.index(
                 self.folder,
                 progress=self._follow("embedding"),
@@ -110,3 +122,11 @@ def _report(report) -> dict:
         d[name] = [clean(p) for p in d[name]]
     d["images_per_second"] = report.images_per_second
     return d
+
+
+def _torch_threads() -> int:
+    """torch's thread count now, when torch is loaded (it is, once the engine has been used)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 0

@@ -6,6 +6,7 @@ searches from many threads at once, also while the server re-indexes.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from vtsearch.search.results import relative_path
 from vtsearch.server import models
 from vtsearch.server.jobs import IndexJob
 from vtsearch.server.models import clean, finite
+from vtsearch.storage.filters import FORMATS, ORIENTATIONS, Filters
 
 #: Most results one request may ask for, and the deepest page.
 MAX_K = 200
@@ -27,7 +29,9 @@ MAX_OFFSET = 10_000
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_QUERY_CHARS = 1000
 #: Thumbnails never change (an id is never reused): browsers keep them.
-THUMB_CACHE = "private, max-age=31536000, immutable"
+#: Browsers keep thumbnails but ask again (a 304 when unchanged): an id names other content
+#: after the catalog was restored from a backup.
+THUMB_CACHE = "private, no-cache"
 #: Ids are SQLite integers.
 MAX_ID = 2**62
 
@@ -66,6 +70,66 @@ ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id of a
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many results")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="results to skip")]
 Text = Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)]
+Date = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="YYYY-MM-DD (or YYYY, YYYY-MM, an ISO date and time): the EXIF time taken, "
+        "else the file's modification time; after is inclusive, before exclusive",
+    ),
+]
+
+
+def search_filters(
+    folders: Annotated[
+        list[str] | None,
+        Query(
+            alias="in",
+            description="only images in this folder (repeatable: any of them); a relative "
+            "folder is looked for inside every indexed folder",
+        ),
+    ] = None,
+    glob: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_CHARS,
+            description="a shell pattern on the file name (without /) or the whole path",
+        ),
+    ] = None,
+    after: Date = None,
+    before: Date = None,
+    orientation: Annotated[
+        str | None, Query(description=f"one of {', '.join(ORIENTATIONS)}")
+    ] = None,
+    min_width: Annotated[int | None, Query(ge=1, le=MAX_ID, description="pixels")] = None,
+    min_height: Annotated[int | None, Query(ge=1, le=MAX_ID, description="pixels")] = None,
+    file_type: Annotated[
+        list[str] | None,
+        Query(description=f"file formats, any of ({', '.join(sorted(FORMATS))})"),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        Query(allow_inf_nan=False, description="the lowest final score a result may have"),
+    ] = None,
+) -> Filters:
+    """The search filters of a request's query string (a bad value: 400 with the reason)."""
+    if folders and any(len(f) > MAX_QUERY_CHARS for f in folders):
+        raise QueryError(f"a folder (in) may be {MAX_QUERY_CHARS} characters at most")
+    return Filters(
+        folders=tuple(folders or ()),
+        glob=glob,
+        after=after or None,
+        before=before or None,
+        orientation=orientation or None,
+        min_width=min_width,
+        min_height=min_height,
+        formats=tuple(file_type or ()),
+        min_score=min_score,
+    )
+
+
+FiltersDep = Annotated[Filters, Depends(search_filters)]
 
 
 def result(r, score: bool = True) -> dict:
@@ -123,10 +187,16 @@ def status(engine: EngineDep, job: JobDep) -> models.Status:
 
 @router.get("/search", response_model=models.SearchResults, responses=_errors)
 def search(
-    engine: EngineDep, q: Text, k: K = 20, offset: Offset = 0, rerank: bool = True
+    engine: EngineDep,
+    q: Text,
+    filters: FiltersDep,
+    k: K = 20,
+    offset: Offset = 0,
+    rerank: bool = True,
 ) -> models.SearchResults:
-    """Images for a text query (the weighted ``+``/``-`` syntax of `vtsearch query`)."""
-    hits = engine.search(text=q, k=k + 1, offset=offset, rerank=rerank)
+    """Images for a text query (the weighted ``+``/``-`` syntax of `vtsearch query`), among
+    those the filters let through (``k`` whenever ``k`` images match)."""
+    hits = engine.search(text=q, k=k + 1, offset=offset, rerank=rerank, filters=filters)
     return page(q, k, offset, hits)
 
 
@@ -137,13 +207,15 @@ def search(
 )
 def search_image(
     engine: EngineDep,
+    filters: FiltersDep,
     image: Annotated[UploadFile | None, File(description="a query image (20 MB at most)")] = None,
     q: Annotated[str | None, Form(min_length=1, max_length=MAX_QUERY_CHARS)] = None,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 20,
     offset: Annotated[int, Form(ge=0, le=MAX_OFFSET)] = 0,
     rerank: Annotated[bool, Form()] = True,
 ) -> models.SearchResults:
-    """Images like an uploaded picture, optionally with a text query as well."""
+    """Images like an uploaded picture, optionally with a text query as well; the filters of
+    ``GET /api/search`` go in the query string."""
     data = None
     if image is not None:
         data = image.file.read(MAX_UPLOAD_BYTES + 1)
@@ -155,16 +227,18 @@ def search_image(
             raise QueryError("the uploaded image is empty")
     if data is None and q is None:
         raise QueryError("give an image (a file field named 'image'), a text (q), or both")
-    hits = engine.search(text=q, image=data, k=k + 1, offset=offset, rerank=rerank)
+    hits = engine.search(text=q, image=data, k=k + 1, offset=offset, rerank=rerank, filters=filters)
     return page(q, k, offset, hits)
 
 
 @router.get("/similar/{image_id}", response_model=models.SearchResults, responses=_errors)
 def similar(
-    engine: EngineDep, image_id: ImageId, k: K = 20, offset: Offset = 0
+    engine: EngineDep, image_id: ImageId, filters: FiltersDep, k: K = 20, offset: Offset = 0
 ) -> models.SearchResults:
-    """More like this: images near an indexed one, the image itself left out."""
-    return page(None, k, offset, engine.similar(image_id, k + 1, offset=offset))
+    """More like this: images near an indexed one, the image itself left out, among those the
+    filters of ``GET /api/search`` let through."""
+    hits = engine.similar(image_id, k + 1, offset=offset, filters=filters)
+    return page(None, k, offset, hits)
 
 
 @router.get("/images/{image_id}", response_model=models.Image, responses=_errors)
@@ -181,10 +255,14 @@ def image(engine: EngineDep, image_id: ImageId) -> models.Image:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **_errors},
 )
-def thumbnail(engine: EngineDep, image_id: ImageId) -> Response:
+def thumbnail(engine: EngineDep, image_id: ImageId, request: Request) -> Response:
     """A JPEG thumbnail, longest side 256 (made once, then served from the collection's cache)."""
     data = engine.thumbnail(image_id)
-    return Response(data, media_type="image/jpeg", headers={"cache-control": THUMB_CACHE})
+    etag = '"' + hashlib.blake2b(data, digest_size=8).hexdigest() + '"'
+    headers = {"cache-control": THUMB_CACHE, "etag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 @router.get(

@@ -23,7 +23,7 @@ CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'"
 )
-#: FastAPI's own documentation pages load their scripts from a CDN: no page CSP there.
+#: FastAPI's documentation page runs an inline script (Swagger UI's setup): no page CSP there.
 DOCS = ("/docs", "/redoc", "/openapi.json")
 
 
@@ -98,6 +98,57 @@ def cookie_value(token: str) -> str:
 
 def _unauthorised(message: str):
     return error_response(401, message, {"www-authenticate": "Bearer"})
+
+
+#: Methods that change something: a page of another site must not be able to send them.
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _host_name(host: str) -> str:
+    """``"127.0.0.1:8765"`` -> ``"127.0.0.1"``; ``"[::1]:8765"`` -> ``"::1"``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class SameSiteOnly:
+    """Keeps other sites' pages out of a server that has no token to stop them.
+
+    ``hosts``: the only Host headers answered (None: any). A page elsewhere can make a name of
+    its own resolve to 127.0.0.1 (DNS rebinding) and then read everything a token-less local
+    server answers; its requests carry that name as their Host, so they are refused. Requests
+    that change something (``POST``) are refused when the browser says they come from another
+    site (``Sec-Fetch-Site``, or an ``Origin`` that is not this server), unless that origin is
+    the one ``--cors`` allows.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None, cors: str | None) -> None:
+        self.app, self.hosts, self.cors = app, hosts, cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host") or ""
+        if self.hosts is not None and _host_name(host) not in self.hosts:
+            message = (
+                f"this server answers requests for {', '.join(sorted(self.hosts))} only, not "
+                f"{host or 'a request without a Host'}"
+            )
+            await error_response(400, message)(scope, receive, send)
+            return
+        if scope.get("method") in UNSAFE:
+            origin = _header(scope, b"origin")
+            fetch_site = _header(scope, b"sec-fetch-site")
+            foreign = fetch_site in ("cross-site", "same-site") or (
+                origin is not None and origin != "null" and origin.split("://", 1)[-1] != host
+            )
+            if foreign and not (self.cors is not None and origin == self.cors):
+                message = "a page of another site may not change anything on this server"
+                await error_response(403, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
+    bindparam,
     create_engine,
     delete,
     event,
@@ -19,22 +21,33 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex
 
 from vtsearch.errors import ModelMismatchError, SchemaVersionError
 from vtsearch.storage.catalog_history import History
 from vtsearch.storage.catalog_roots import RootRows
 from vtsearch.storage.catalog_texts import TextRows
 from vtsearch.storage.files import os_errors
+from vtsearch.storage.filters import Filters
 from vtsearch.storage.records import FileRecord, NewImage, is_under
 from vtsearch.storage.schema import (
+    FILTER_INDEX,
     SCHEMA_VERSION,
     Base,
     ImageRow,
     Meta,
     Tombstone,
 )
-from vtsearch.storage.sqlite import CATALOG_FILE, sqlite_pragmas, sqlite_url, writable, writes
+from vtsearch.storage.sqlite import (
+    CATALOG_FILE,
+    file_signature,
+    sqlite_pragmas,
+    sqlite_url,
+    writable,
+    writes,
+)
 
 __all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
 
@@ -54,8 +67,9 @@ class Catalog(History, RootRows, TextRows):
         #: Opened for reading only (a folder or file this user may not write): nothing is created
         #: or migrated, and writes fail.
         self.readonly = readonly
+        self._signature = file_signature(Path(self.location)) if readonly else ()
         if not readonly:
-            Base.metadata.create_all(engine)
+            _create_missing(engine)
         self._check_schema()
 
     @classmethod
@@ -67,8 +81,7 @@ class Catalog(History, RootRows, TextRows):
         with os_errors(db, "read" if readonly else "write"):
             if not readonly:
                 folder.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(sqlite_url(db, readonly))
-            event.listen(engine, "connect", sqlite_pragmas)
+            engine = _sqlite_engine(db, readonly)
             if not readonly:
                 # WAL lets queries read a consistent snapshot while an indexer writes. The mode
                 # is stored in the file, so setting it once per writer is enough (and a reader
@@ -76,6 +89,22 @@ class Catalog(History, RootRows, TextRows):
                 with engine.connect() as con:
                     con.exec_driver_sql("PRAGMA journal_mode=WAL")
             return cls(engine, readonly, str(db))
+
+    def refresh_if_stale(self) -> None:
+        """Reopen a read-only reader's database when a writer has touched it since.
+
+        A reader that may not write opens the file ``immutable`` when no writer is at work (see
+        ``sqlite_url``): SQLite then neither locks nor looks for changes, so a later writer's
+        commits would go unseen, and its checkpoints would corrupt what the reader has cached.
+        Called before each query's first read (``head``).
+        """
+        if not self.readonly or not self.engine.url.query.get("immutable"):
+            return
+        db = Path(self.location)
+        if file_signature(db) != self._signature:
+            self.engine.dispose()
+            self.engine = _sqlite_engine(db, readonly=True)
+            self._signature = file_signature(db)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -226,6 +255,33 @@ class Catalog(History, RootRows, TextRows):
             stmt = select(ImageRow.id).where(ImageRow.id.in_(ids), ImageRow.status == "indexed")
             return set(s.scalars(stmt))
 
+    def matching_ids(self, filters: Filters) -> np.ndarray:
+        """The sorted ids of the indexed images ``filters`` lets a search return (its
+        ``min_score`` aside, which only the final scores can tell).
+
+        Read from indexes, never the rows with their vectors: folders from the path index (1%
+        of 100k rows: 1 ms), a glob from it too, the rest from ``ix_images_filters``.
+        """
+        relative = any(not os.path.isabs(f) for f in filters.folders)
+        clauses = filters.where(self.roots() if relative else ())
+        with self.engine.connect() as con:
+            if filters.glob is None:
+                return _ids(con, clauses, by_path=bool(filters.folders))
+            # The paths the glob takes first (from the path index alone), then the rest.
+            stmt = select(ImageRow.id, ImageRow.path)
+            pre = filters.glob_prefilter(self.engine.dialect.name)
+            if pre is not None:
+                stmt = stmt.where(pre)
+            rows = con.execute(stmt)
+            named = np.sort([i for i, p in rows if filters.matches_glob(p)]).astype(np.int64)
+            if len(named) > 20_000:
+                return np.intersect1d(_ids(con, clauses, by_path=bool(filters.folders)), named)
+            got = [
+                _ids(con, [ImageRow.id.in_(named[i : i + 5000].tolist()), *clauses])
+                for i in range(0, len(named), 5000)
+            ]
+            return np.concatenate(got) if got else named
+
     def max_image_id(self) -> int:
         """The highest image id ever committed (ids are never reused), 0 for none."""
         with Session(self.engine) as s:
@@ -351,18 +407,40 @@ class Catalog(History, RootRows, TextRows):
         change (moved, touched)."""
         if not updates:
             return
+        old = self.rows_paths([u[0] for u in updates])
+        moved = [u for u in updates if old.get(u[0]) != u[1]]
+        stat = update(ImageRow).where(ImageRow.id == bindparam("rid"))
         with Session(self.engine) as s, s.begin():
-            # Paths first set aside, so two rows that swap paths never collide on uniqueness.
-            for row_id, *_ in updates:
-                s.execute(
-                    update(ImageRow).where(ImageRow.id == row_id).values(path=f"\0moving:{row_id}")
+            # Moved paths are first set aside, so two rows that swap paths never collide on
+            # uniqueness; then one executemany per step (a first refresh after an upgrade
+            # touches every row).
+            if moved:
+                s.connection().execute(
+                    stat.values(path=bindparam("tmp")),
+                    [{"rid": u[0], "tmp": f"\0moving:{u[0]}"} for u in moved],
                 )
-            for row_id, path, size, mtime_ns, ctime_ns, inode in updates:
-                s.execute(
-                    update(ImageRow)
-                    .where(ImageRow.id == row_id)
-                    .values(path=path, size=size, mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode)
-                )
+            s.connection().execute(
+                stat.values(
+                    path=bindparam("p"),
+                    size=bindparam("size"),
+                    mtime_ns=bindparam("mtime"),
+                    ctime_ns=bindparam("ctime"),
+                    inode=bindparam("ino"),
+                ),
+                [
+                    {"rid": r, "p": p, "size": sz, "mtime": m, "ctime": c, "ino": i}
+                    for r, p, sz, m, c, i in updates
+                ],
+            )
+
+    def rows_paths(self, ids: list[int]) -> dict[int, str]:
+        """The paths of rows by id."""
+        out: dict[int, str] = {}
+        with Session(self.engine) as s:
+            for i in range(0, len(ids), 500):
+                stmt = select(ImageRow.id, ImageRow.path).where(ImageRow.id.in_(ids[i : i + 500]))
+                out.update((int(r), p) for r, p in s.execute(stmt))
+        return out
 
     @writes
     def mark_for_reindex(self, ids: list[int], reason: str | None = None) -> None:
@@ -404,3 +482,38 @@ class Catalog(History, RootRows, TextRows):
                 for row_id in indexed:
                     s.merge(Tombstone(id=row_id, seq=seq))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
+
+
+def _sqlite_engine(db: Path, readonly: bool) -> Engine:
+    engine = create_engine(sqlite_url(db, readonly))
+    event.listen(engine, "connect", sqlite_pragmas)
+    return engine
+
+
+def _ids(con, clauses: list, by_path: bool = False) -> np.ndarray:
+    """Sorted ids of the indexed rows meeting ``clauses``; ``by_path``: they hold a folder's
+    path ranges, which SQLite must be left to search by (not the status index, which every
+    row is in: 30 ms instead of 1 at 100k rows)."""
+    indexed = ImageRow.status == "indexed"
+    if by_path:
+        indexed = ImageRow.status.concat("") == "indexed"  # no index term
+    # No ORDER BY: SQLite would read the table in id order instead of an index.
+    stmt = select(ImageRow.id).where(indexed, *clauses)
+    return np.sort(np.fromiter((r[0] for r in con.execute(stmt)), dtype=np.int64))
+
+
+def _create_missing(engine: Engine) -> None:
+    """Create the tables and indexes an older (or new) catalog lacks. Another process opening the
+    same catalog may create one between our look and our ``CREATE``: that is the one error to
+    look again after."""
+    for attempt in range(3):
+        try:
+            Base.metadata.create_all(engine)
+            have = {ix["name"] for ix in inspect(engine).get_indexes("images")}
+            if FILTER_INDEX.name not in have:  # a catalog made before it
+                with engine.begin() as con:
+                    con.execute(CreateIndex(FILTER_INDEX, if_not_exists=True))
+            return
+        except OperationalError as e:
+            if "already exists" not in str(e) or attempt == 2:
+                raise

@@ -31,6 +31,7 @@ class History:
 
     def head(self) -> tuple[int, str | None]:
         """The current sequence number and its mark (None in catalogs older than schema 2)."""
+        self.refresh_if_stale()
         with Session(self.engine) as s:
             return _head(s)
 

@@ -46,6 +46,17 @@ def sqlite_url(db: Path, readonly: bool) -> URL:
     )
 
 
+def file_signature(db: Path) -> tuple:
+    """What changes when a writer touches the database: the file's identity, size and time, and
+    whether a write-ahead log exists beside it."""
+    try:
+        st = os.stat(db)
+        sig: tuple = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        sig = ()
+    return (*sig, Path(str(db) + "-wal").exists())
+
+
 def writes(method):
     """A full disk or a database this user may not write is a typed error naming the file."""
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.records import is_under
 
 
 @dataclass
@@ -38,6 +39,18 @@ def collection_status(folder: Path, catalog: Catalog) -> CollectionStatus:
         counts={**catalog.counts(), "texts": catalog.text_count()},
         failed=catalog.failures(),
         bytes_on_disk=sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
-        roots=[(r, Path(r).is_dir(), catalog.count_under(r)) for r in catalog.roots()],
+        roots=_roots(catalog),
         readonly=catalog.readonly,
     )
+
+
+def _roots(catalog: Catalog) -> list[tuple[str, bool, int]]:
+    """Each root, whether it exists, and its rows: the paths read once, not once per root."""
+    roots = catalog.roots()
+    counts = dict.fromkeys(roots, 0)
+    for path in catalog.records():
+        for r in roots:
+            if is_under(path, r):
+                counts[r] += 1
+                break
+    return [(r, Path(r).is_dir(), counts[r]) for r in roots]

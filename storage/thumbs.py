@@ -1,8 +1,11 @@
-"""Thumbnails cached on disk: ``thumbs/ID.jpg`` inside the collection folder, one per image id.
+"""Thumbnails cached on disk: ``thumbs/ID-HASH.jpg`` inside the collection folder, one per image.
 
-Ids are never reused and a changed file gets a new id, so a thumbnail is valid for as long as its
-row exists; :meth:`ThumbCache.prune` drops those of rows that are gone. The cache is only a cache:
-a thumbnail that cannot be written (a full disk, a read-only collection) is simply not kept.
+A changed file gets a new id, and ids are not reused, except after ``catalog.db`` was restored
+from a backup: then new rows take ids the lost history used. So a thumbnail is named by its id and
+the first 16 hex digits of the image's content hash, and one of an id that now names other
+content is never served. :meth:`ThumbCache.prune` drops those of rows that are gone. The cache is
+only a cache: a thumbnail that cannot be written (a full disk, a read-only collection) is simply
+not kept.
 """
 
 from __future__ import annotations
@@ -27,23 +30,26 @@ class ThumbCache:
     Example:
         >>> import tempfile
         >>> cache = ThumbCache(Path(tempfile.mkdtemp()))
-        >>> cache.put(7, b"jpeg bytes"); cache.get(7), cache.ids()
-        (b'jpeg bytes', [7])
+        >>> cache.put(7, "ab12", b"jpeg bytes"); cache.get(7, "ab12"), cache.get(7, "cd34")
+        (b'jpeg bytes', None)
+        >>> cache.ids()
+        [7]
     """
 
     def __init__(self, folder: Path) -> None:
         self.dir = folder / THUMBS_DIR
 
-    def path(self, image_id: int) -> Path:
-        return self.dir / f"{int(image_id)}.jpg"
+    def path(self, image_id: int, content: str | None) -> Path:
+        """Where the thumbnail of ``image_id`` with content hash ``content`` is kept."""
+        return self.dir / f"{int(image_id)}-{(content or 'none')[:16]}.jpg"
 
-    def get(self, image_id: int) -> bytes | None:
+    def get(self, image_id: int, content: str | None) -> bytes | None:
         try:
-            return self.path(image_id).read_bytes()
+            return self.path(image_id, content).read_bytes()
         except OSError:
             return None
 
-    def put(self, image_id: int, data: bytes) -> bool:
+    def put(self, image_id: int, content: str | None, data: bytes) -> bool:
         """Keep ``data`` as the thumbnail of ``image_id`` (atomically: a reader never sees half a
         file); False when it could not be written."""
         tmp = None
@@ -51,7 +57,7 @@ class ThumbCache:
             self.dir.mkdir(exist_ok=True)
             tmp = create_temp(self.dir, _TEMP_PREFIX)
             tmp.write_bytes(data)
-            os.replace(tmp, self.path(image_id))
+            os.replace(tmp, self.path(image_id, content))
             return True
         except OSError:
             if tmp is not None:
@@ -59,17 +65,28 @@ class ThumbCache:
             return False
 
     def remove(self, image_ids: Iterable[int]) -> None:
-        for i in image_ids:
-            with contextlib.suppress(OSError):
-                self.path(i).unlink(missing_ok=True)
+        """Drop every thumbnail of these ids (of any content)."""
+        wanted = {int(i) for i in image_ids}
+        for name, image_id in self._files():
+            if image_id in wanted:
+                with contextlib.suppress(OSError):
+                    (self.dir / name).unlink(missing_ok=True)
 
     def ids(self) -> list[int]:
         """Ids that have a cached thumbnail, ascending."""
+        return sorted({i for _, i in self._files()})
+
+    def _files(self) -> list[tuple[str, int]]:
         try:
             names = os.listdir(self.dir)
         except OSError:
             return []
-        return sorted(int(n[:-4]) for n in names if n.endswith(".jpg") and n[:-4].isdigit())
+        out = []
+        for n in names:
+            head = n[:-4].split("-", 1)[0]
+            if n.endswith(".jpg") and head.isdigit():
+                out.append((n, int(head)))
+        return out
 
     def prune(self, live: Callable[[list[int]], set[int]]) -> int:
         """Drop the thumbnails of ids that ``live`` (given cached ids, returns those whose rows

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from vtsearch.errors import VtsearchError
 
 __version__ = "0.1.0"
-__all__ = ["Engine", "Result", "VtsearchError"]
+__all__ = ["Engine", "Filters", "Result", "VtsearchError"]
 
 if TYPE_CHECKING:
     from vtsearch.api import Engine
     from vtsearch.search.results import Result
+    from vtsearch.storage.filters import Filters
 
 
 def __getattr__(name: str):
@@ -24,6 +25,10 @@ def __getattr__(name: str):
         from vtsearch.api import Engine
 
         return Engine
+    if name == "Filters":
+        from vtsearch.storage.filters import Filters
+
+        return Filters
     if name == "Result":
         from vtsearch.search.results import Result
 

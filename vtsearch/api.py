@@ -1,9 +1,9 @@
-"""The public engine: one collection folder, one model; index, search, similar, images by id,
-explain, texts, check, status.
+"""The public engine: one collection folder, one model; index, watch, search, similar, images by
+id, explain, texts, check, status, export.
 
 A thin facade: it opens the collection's parts lazily and hands the work to ``vtsearch.indexer``
-(index runs), ``vtsearch.search`` (the query path, images by id, explanations) and
-``vtsearch.storage`` (check, status).
+(index runs, watching folders), ``vtsearch.search`` (the query path, images by id, explanations) and
+``vtsearch.storage`` (check, status, export).
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from vtsearch.indexer.pipeline import IndexReport
+    from vtsearch.indexer.watch import WatchReport, WatchRun
     from vtsearch.models.base import Embedder
     from vtsearch.search.blip import BlipReranker
+    from vtsearch.search.dupes import DupeGroups
     from vtsearch.search.explain import Explanation
     from vtsearch.search.rerank import FusionReranker
     from vtsearch.search.results import ImageInfo, Result, TextResult
     from vtsearch.storage.check import CheckReport
+    from vtsearch.storage.export import ExportReport
+    from vtsearch.storage.filters import Filters
     from vtsearch.storage.rebuild import OptimizeReport
     from vtsearch.storage.status import CollectionStatus
 
@@ -92,12 +96,27 @@ class Engine:
         Raises:
             RootError: ``folder`` looks empty while the collection holds images from it.
         """
-        from vtsearch.indexer.run import index_collection, roots_to_index
-        from vtsearch.storage.check import remove_leftovers
+        from vtsearch.indexer.run import roots_to_index
 
         roots = roots_to_index(folder)
         if roots is None:
             self._parts.catalog(create=False)  # refreshing needs a collection
+        return self._index(
+            roots,
+            extensions=extensions,
+            max_bytes=max_bytes,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            should_stop=should_stop,
+            hash_progress=hash_progress,
+        )
+
+    def _index(self, roots: list[Path] | None, **options) -> IndexReport:
+        """One run under the write lock (``options``: ``indexer.run.index_collection``'s)."""
+        from vtsearch.indexer.run import index_collection
+        from vtsearch.storage.check import remove_leftovers
+
         with self._parts.write_lock():
             remove_leftovers(self.path)  # temp files of a save a killed run never finished
             catalog, embedder = self._parts.bound(create=True)
@@ -108,14 +127,98 @@ class Engine:
                 self._parts.vectors(),
                 embedder,
                 tokens=self._parts.token_sink(),
-                extensions=extensions,
-                max_bytes=max_bytes,
+                **options,
+            )
+
+    def watch(
+        self,
+        folder: str | Path | None = None,
+        *,
+        debounce: float = 2.0,
+        max_delay: float = 30.0,
+        rescan_every: float = 600.0,
+        on_run: Callable[[WatchRun], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        extensions: tuple[str, ...] = config.DEFAULT_EXTENSIONS,
+        max_bytes: int = config.DEFAULT_MAX_FILE_BYTES,
+    ) -> WatchReport:
+        """Index ``folder`` (None: every folder of the collection), then keep the collection
+        current as files change, until ``should_stop`` says so.
+
+        File events are debounced (a run once none came for ``debounce`` seconds, at the latest
+        ``max_delay`` seconds into a steady stream) into ordinary ``index`` runs, each under the
+        write lock for that run only; a full run every ``rescan_every`` seconds catches events
+        the file system never sent. ``on_run`` gets a ``WatchRun`` after each run (see
+        ``vtsearch.indexer.watch``); the other options are ``index``'s.
+
+        Example:
+            >>> stop = threading.Event()  # doctest: +SKIP
+            >>> Engine("./my-index").watch("~/Pictures", on_run=print, should_stop=stop.is_set)
+            ... # doctest: +SKIP
+
+        Raises:
+            CollectionNotFoundError: ``folder`` is not a folder, or no collection without one.
+            ConfigError: no folder is recorded, or the system cannot watch that many folders.
+        """
+        from vtsearch.errors import IndexLockedError
+        from vtsearch.indexer.run import roots_to_index
+        from vtsearch.indexer.watch import watch_folders
+
+        roots = roots_to_index(folder)
+        if roots is None:
+            self.roots()  # a collection is needed to know its folders
+
+        def run(root: Path | None, stop: Callable[[], bool]) -> IndexReport:
+            # Many small runs: the FAISS file is saved when it lags, and once more at the end.
+            return self._index(
+                roots_to_index(root),
+                lazy_save=True,
                 batch_size=batch_size,
                 workers=workers,
-                progress=progress,
-                should_stop=should_stop,
-                hash_progress=hash_progress,
+                extensions=extensions,
+                max_bytes=max_bytes,
+                should_stop=stop,
             )
+
+        report = watch_folders(
+            roots[0] if roots else None,
+            self.roots,
+            run,
+            extensions=extensions,
+            debounce=debounce,
+            max_delay=max_delay,
+            rescan_every=rescan_every,
+            ignore=(self.path,),
+            on_run=on_run,
+            should_stop=should_stop,
+        )
+        if report.runs:
+            try:
+                with self._parts.write_lock():
+                    self._parts.vectors().save(self.path)
+            except IndexLockedError:
+                pass  # another writer has it, and saves it when done
+        return report
+
+    def export(
+        self, path: str | Path, format: str = "parquet", *, include_failed: bool = False
+    ) -> ExportReport:
+        """Write the collection's rows (id, path, folder, file metadata, tags and vector) for
+        other tools: one Parquet file, or a folder of ``vectors.npy``, ``ids.npy`` and
+        ``meta.parquet`` (``format="npy"``). Only indexed images unless ``include_failed``.
+        Rows are streamed from one consistent snapshot of the catalog, so an indexer may run
+        meanwhile; the output appears whole or not at all (see ``vtsearch.storage.export``).
+
+        Raises:
+            ConfigError: an unknown format, or an npy folder that exists and is not empty.
+            StorageError: ``path`` cannot be written (permission, full disk).
+        """
+        from vtsearch.storage.export import export_collection
+
+        catalog = self._parts.catalog(create=False)
+        return export_collection(catalog, Path(path).expanduser(), format, include_failed)
 
     def roots(self) -> list[str]:
         """The folders indexed into the collection."""
@@ -144,6 +247,7 @@ class Engine:
         offset: int = 0,
         rerank: bool = True,
         rerank_k: int | None = None,
+        filters: Filters | None = None,
     ) -> list[Result]:
         """Images ranked by similarity to a text query, an example image (a file, a decoded
         image or an image file's bytes), or both; results ``offset`` to ``offset + k``.
@@ -151,13 +255,25 @@ class Engine:
         Text may carry weighted terms (``"a beach - people + sunset^0.5"``, see ``parse_query``).
         With a text and a fusion scorer, the bi-encoder's top ``rerank_k`` are re-ranked by it
         and the rest follow in bi-encoder order, so pages of one query never overlap.
-        """
-        return self._parts.searcher().images(text, image, k, rerank, rerank_k, offset)
 
-    def similar(self, image_id: int, k: int = 10, *, offset: int = 0) -> list[Result]:
+        ``filters`` (folder, file name, date taken, size, shape, format) are applied inside the
+        search, so ``k`` results come back whenever ``k`` images match; its ``min_score`` cuts
+        the results whose final score is lower.
+
+        Example:
+            >>> from vtsearch.storage.filters import Filters
+            >>> eng.search("a beach", k=20, filters=Filters(after="2024-06", before="2024-09",
+            ...     folders=["~/Pictures"], orientation="landscape"))  # doctest: +SKIP
+        """
+        return self._parts.searcher().images(text, image, k, rerank, rerank_k, offset, filters)
+
+    def similar(
+        self, image_id: int, k: int = 10, *, offset: int = 0, filters: Filters | None = None
+    ) -> list[Result]:
         """Images like the indexed image ``image_id`` ("more like this"): its stored vector is
-        the query, and the image itself is left out. Raises ``ImageNotFoundError``."""
-        return self._parts.searcher().similar(image_id, k, offset)
+        the query, and the image itself is left out; ``filters`` as for :meth:`search`. Raises
+        ``ImageNotFoundError``."""
+        return self._parts.searcher().similar(image_id, k, offset, filters)
 
     def search_texts(
         self,
@@ -219,6 +335,32 @@ class Engine:
             n = catalog.remove_texts(source)
             self._parts.vectors(TEXTS).save(self.path, TEXTS)
             return n
+
+    def duplicates(
+        self, threshold: float | None = None, *, exact_only: bool = False
+    ) -> DupeGroups:
+        """Groups of copies among the indexed images: byte-identical files, and near copies
+        (resized, re-encoded, cropped a little, a small edit) whose similarity is ``threshold``
+        or more. Candidates come from the vector index; with the default model they are judged
+        by their cached region tokens, else by their vectors (``vtsearch.search.dupes``; the
+        defaults were chosen on planted copies of Flickr8k dev). The file to keep comes first in
+        each group: largest resolution, then largest file, then oldest. No model is loaded.
+
+        Returns a list of ``DupeGroup`` whose ``measure`` and ``threshold`` say what was used.
+
+        Example:
+            >>> for group in Engine("/tmp/photos-index").duplicates():  # doctest: +SKIP
+            ...     print([(f.path, f.width, f.height, f.keep) for f in group.files])
+        """
+        from vtsearch.search.dupes import check_threshold, find_duplicates
+        from vtsearch.storage.tokens import TokenCache
+
+        if threshold is not None:
+            check_threshold(threshold)  # before any file is opened
+        catalog = self._parts.catalog(create=False)
+        vindex = None if exact_only else self._parts.stored_vectors()
+        tokens = None if exact_only else TokenCache.open_existing(self.path)
+        return find_duplicates(catalog, vindex, threshold, tokens=tokens, exact_only=exact_only)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Verify that the catalog, the FAISS index and the token cache agree.

@@ -99,6 +99,22 @@ class Collection:
         vindex.sync(catalog, "text" if name == TEXTS else "image")
         return vindex
 
+    def stored_vectors(self) -> VectorIndex | None:
+        """The image index caught up with the catalog, without loading the model (comparing
+        stored vectors with one another needs none); None before any image was indexed."""
+        from vtsearch.storage.vectors import VectorIndex
+
+        catalog = self.catalog(create=False)
+        dim = int(catalog.get_meta("dim") or 0)
+        if not dim:
+            return None
+        with self._lock:
+            if self._vindex is None:
+                self._vindex = VectorIndex.load_or_empty(self.path, dim)
+            vindex = self._vindex
+        vindex.sync(catalog, "image")
+        return vindex
+
     def reranker(self) -> FusionReranker | BlipReranker | None:
         """The re-ranker queries use (loaded on first use), or None."""
         with self._lock:

@@ -32,6 +32,10 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency; a bare in
 #: Most pixels an image may decode to; beyond it the file is refused as a decompression bomb. A
 #: large JPEG is decoded at a reduced scale (DCT scaling), so only what is decoded counts.
 MAX_DECODE_PIXELS = 120_000_000
+#: Most pixels an uploaded query image may decode to (a 485 KB PNG can declare 120 million,
+#: gigabytes once decoded; a server takes many uploads at once). 40 MP: any camera's photo, and
+#: its JPEG decodes at a reduced scale anyway.
+MAX_QUERY_PIXELS = 40_000_000
 #: Most pixels a header may declare at all (Pillow refuses twice this before reading any data).
 MAX_DECLARED_PIXELS = 1_000_000_000
 Image.MAX_IMAGE_PIXELS = MAX_DECLARED_PIXELS // 2
@@ -81,17 +85,21 @@ QUERY_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 
 
 def load_image(
-    path: str | BinaryIO, target: int | None = None, formats: Sequence[str] | None = None
+    path: str | BinaryIO,
+    target: int | None = None,
+    formats: Sequence[str] | None = None,
+    max_pixels: int = MAX_DECODE_PIXELS,
 ) -> Loaded:
     """Open, orient and convert one image to RGB, with its displayed size, format and EXIF time.
 
     ``target`` lets JPEG decode at a reduced scale (DCT scaling) when the image is much larger, so
     a huge photo is resized while it is decoded instead of being refused. The first frame of an
     animation (GIF, WebP) or the first page of a TIFF is the image. ``path`` may be an open binary
-    file; ``formats`` limits the decoders tried (e.g. :data:`QUERY_FORMATS`).
+    file; ``formats`` limits the decoders tried (e.g. :data:`QUERY_FORMATS`); ``max_pixels``
+    lowers the bomb guard (e.g. :data:`MAX_QUERY_PIXELS` for uploads).
 
     Raises:
-        DecompressionBomb: the decode would need more than ``MAX_DECODE_PIXELS`` pixels.
+        DecompressionBomb: the decode would need more than ``max_pixels`` pixels.
         OSError, ValueError, ...: a file Pillow cannot read (see ``describe_error``).
     """
     with _OPEN_LOCK, warnings.catch_warnings():
@@ -110,10 +118,10 @@ def load_image(
         # draft() picks the smallest DCT scale that stays >= the requested size.
         img.draft("RGB", (target, target))
     w, h = img.size
-    if w * h > MAX_DECODE_PIXELS:
+    if w * h > max_pixels:
         raise DecompressionBomb(
             f"{size[0]}x{size[1]} pixels would need {w * h:,} decoded pixels, more than the "
-            f"limit of {MAX_DECODE_PIXELS:,}"
+            f"limit of {max_pixels:,}"
         )
     img.load()
     img, size = _orient(img, size)

@@ -1,5 +1,6 @@
 // vtsearch web page: search box, dense grid, large view, heatmaps. No framework, no build step.
-// The query lives in the address (/?q=..., /?similar=ID), so a search can be bookmarked.
+// The query lives in the address (/?q=..., /?similar=ID), so a search can be bookmarked; so do
+// the filters (&after=...&before=...&in=...&orientation=..., the API's own parameters).
 "use strict";
 
 (() => {
@@ -39,7 +40,18 @@
     openFile: $("#open-file"),
     words: $("#words"),
     whyMessage: $("#why-message"),
+    fAfter: $("#f-after"),
+    fUntil: $("#f-until"),
+    fRoot: $("#f-root"),
+    fSub: $("#f-sub"),
+    fOrientation: $("#f-orientation"),
+    fClear: $("#f-clear"),
   };
+
+  // The search filters the API takes; the bar sets four of them, the others pass through from
+  // the address (a bookmark with &min_width=2000 keeps it).
+  const FILTER_KEYS = ["in", "glob", "after", "before", "orientation", "min_width", "min_height",
+    "file_type", "min_score"];
 
   const state = {
     mode: null, // {kind: "text", q} | {kind: "similar", id, name} | {kind: "image", file, key}
@@ -53,6 +65,7 @@
     viewing: -1, // the result shown in the large view
     explain: null, // {id, q, data, word}
     status: null,
+    filters: [], // [key, value] pairs of FILTER_KEYS, in the address's order
   };
 
   // Dropped images cannot go in the address: history entries point into this map instead.
@@ -168,11 +181,18 @@
     return null;
   }
 
+  function filtersFromLocation() {
+    const params = new URLSearchParams(location.search);
+    return [...params].filter(([key]) => FILTER_KEYS.includes(key));
+  }
+
   function urlFor(mode) {
-    if (!mode) return "/";
-    if (mode.kind === "text") return `/?${new URLSearchParams({ q: mode.q })}`;
-    if (mode.kind === "similar") return `/?${new URLSearchParams({ similar: mode.id })}`;
-    return "/";
+    const params = new URLSearchParams();
+    if (mode && mode.kind === "text") params.append("q", mode.q);
+    if (mode && mode.kind === "similar") params.append("similar", mode.id);
+    for (const [key, value] of state.filters) params.append(key, value);
+    const query = params.toString();
+    return query ? `/?${query}` : "/";
   }
 
   function stateFor(mode) {
@@ -190,6 +210,8 @@
 
   window.addEventListener("popstate", () => {
     if (el.viewer.open) el.viewer.close();
+    state.filters = filtersFromLocation();
+    renderFilterBar();
     run(modeFromLocation());
   });
 
@@ -241,18 +263,25 @@
 
   function requestPage(mode, offset, signal) {
     const page = { k: String(PAGE), offset: String(offset) };
+    // The filters go in the query string, also of an upload.
+    const withFilters = (params) => {
+      const all = new URLSearchParams(params);
+      for (const [key, value] of state.filters) all.append(key, value);
+      return all;
+    };
     if (mode.kind === "text") {
-      return api(`/api/search?${new URLSearchParams({ q: mode.q, ...page })}`, { signal });
+      return api(`/api/search?${withFilters({ q: mode.q, ...page })}`, { signal });
     }
     if (mode.kind === "similar") {
       const id = encodeURIComponent(mode.id);
-      return api(`/api/similar/${id}?${new URLSearchParams(page)}`, { signal });
+      return api(`/api/similar/${id}?${withFilters(page)}`, { signal });
     }
     const form = new FormData();
     form.append("image", mode.file, mode.file.name || "image");
     form.append("k", page.k);
     form.append("offset", page.offset);
-    return api("/api/search", { method: "POST", body: form, signal });
+    const query = withFilters({}).toString();
+    return api(`/api/search${query ? `?${query}` : ""}`, { method: "POST", body: form, signal });
   }
 
   async function loadPage() {
@@ -292,11 +321,16 @@
     el.summary.replaceChildren();
     el.summary.classList.toggle("empty", n === 0);
     const count = `${n}${state.hasMore ? "+" : ""} photo${n === 1 && !state.hasMore ? "" : "s"}`;
+    const among = state.filters.length ? " among the filtered ones" : "";
     if (mode.kind === "text") {
-      el.summary.textContent = n ? `${count} for “${mode.q}”` : `No photos match “${mode.q}”.`;
+      el.summary.textContent = n
+        ? `${count} for “${mode.q}”${state.filters.length ? " (filtered)" : ""}`
+        : `No photos${among} match “${mode.q}”.`;
     } else if (mode.kind === "similar") {
       const name = mode.name ? `“${mode.name}”` : `photo ${mode.id}`;
-      el.summary.textContent = n ? `${count} like ${name}` : `No other photos are like ${name}.`;
+      el.summary.textContent = n
+        ? `${count} like ${name}${state.filters.length ? " (filtered)" : ""}`
+        : `No other photos${among} are like ${name}.`;
       if (!mode.name && !mode.asked) fillSimilarName(mode);
     } else {
       const thumb = document.createElement("img");
@@ -883,6 +917,97 @@
     }, 100);
   });
 
+  // ---------------------------------------------------------------- the filter bar
+
+  const filterValue = (key) => {
+    const pair = state.filters.find(([k]) => k === key);
+    return pair ? pair[1] : "";
+  };
+
+  /** Set one filter (an empty value removes it) and search again, as a new history entry. */
+  function setFilter(key, value) {
+    const rest = state.filters.filter(([k]) => k !== key);
+    state.filters = value ? [...rest, [key, value]] : rest;
+    applyFilters();
+  }
+
+  function applyFilters() {
+    renderFilterBar();
+    if (state.mode && state.mode.kind !== "image-gone") navigate(state.mode);
+    else history.replaceState(history.state, "", urlFor(null));
+  }
+
+  // A date as the API reads it (YYYY, YYYY-MM, YYYY-MM-DD...) -> the day a date input shows.
+  function dayOf(s) {
+    const m = String(s || "").match(/^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?/);
+    return m ? `${m[1]}-${m[2] || "01"}-${m[3] || "01"}` : "";
+  }
+
+  function addDays(day, n) {
+    const d = new Date(`${day}T00:00:00Z`);
+    if (Number.isNaN(d.getTime())) return "";
+    d.setUTCDate(d.getUTCDate() + n);
+    return d.toISOString().slice(0, 10);
+  }
+
+  const rootsOf = () => [...el.fRoot.options].map((o) => o.value).filter(Boolean);
+
+  /** The bar shows the filters of the address: "to" is the day before `before` (which the API
+   *  takes as exclusive), `in` a root and the part of the path below it. */
+  function renderFilterBar() {
+    el.fAfter.value = dayOf(filterValue("after"));
+    const before = dayOf(filterValue("before"));
+    el.fUntil.value = before ? addDays(before, -1) : "";
+    const where = filterValue("in");
+    const root = rootsOf()
+      .filter((r) => where === r || where.startsWith(r.endsWith("/") ? r : `${r}/`))
+      .sort((a, b) => b.length - a.length)[0];
+    el.fRoot.value = root || "";
+    el.fSub.value = root ? where.slice(root.length).replace(/^\/+/, "") : where;
+    el.fOrientation.value = filterValue("orientation");
+    for (const input of [el.fAfter, el.fUntil, el.fRoot, el.fSub, el.fOrientation]) {
+      input.classList.toggle("set", Boolean(input.value));
+    }
+    el.fClear.hidden = state.filters.length === 0;
+  }
+
+  function fillRoots(roots) {
+    const have = rootsOf().join("\n");
+    if (have === roots.map((r) => r.path).join("\n")) return;
+    el.fRoot.replaceChildren(new Option("all folders", ""));
+    for (const r of roots) el.fRoot.append(new Option(basename(r.path) || r.path, r.path));
+    for (const o of el.fRoot.options) if (o.value) o.title = o.value;
+    renderFilterBar();
+  }
+
+  el.fAfter.addEventListener("change", () => setFilter("after", el.fAfter.value));
+  el.fUntil.addEventListener("change", () =>
+    setFilter("before", el.fUntil.value ? addDays(el.fUntil.value, 1) : ""),
+  );
+  el.fOrientation.addEventListener("change", () => setFilter("orientation", el.fOrientation.value));
+
+  // The folder: the chosen root, and below it what the text box says (a path of its own when
+  // it starts with "/"; relative with "all folders": that folder inside any indexed one).
+  function folderFilter() {
+    const sub = el.fSub.value.trim().replace(/\/+$/, "");
+    const root = el.fRoot.value;
+    if (sub.startsWith("/") || !root) return sub;
+    return sub ? `${root.replace(/\/+$/, "")}/${sub}` : root;
+  }
+  el.fRoot.addEventListener("change", () => setFilter("in", folderFilter()));
+  el.fSub.addEventListener("change", () => setFilter("in", folderFilter()));
+  el.fSub.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      el.fSub.blur(); // fires "change"
+    }
+  });
+
+  el.fClear.addEventListener("click", () => {
+    state.filters = [];
+    applyFilters();
+  });
+
   // ---------------------------------------------------------------- status and re-indexing
 
   async function loadStatus() {
@@ -903,6 +1028,7 @@
         ...(s.roots || []).map((r) => `${r.path}: ${r.images} images${r.exists ? "" : " (missing)"}`),
       ].join("\n");
       el.reindex.hidden = !s.can_index;
+      fillRoots(s.roots || []);
       if (!state.mode) idleSummary();
       return s;
     } catch (err) {
@@ -997,6 +1123,8 @@
       history.replaceState(history.state, "", rest ? `/?${rest}` : "/");
     }
     const mode = modeFromLocation();
+    state.filters = filtersFromLocation();
+    renderFilterBar();
     run(mode);
     const status = await loadStatus();
     if (status && status.can_index) {

@@ -112,3 +112,24 @@ def test_a_root_inside_a_root_is_covered_by_it(tmp_path, photos, tiny_clip):
 def test_paths_under_the_filesystem_root():
     assert is_under("/photos/a.jpg", "/") and is_under("/a", "/a")
     assert not is_under("/ab/c.jpg", "/a") and is_under("/a/b/c.jpg", "/a/b")
+
+
+@pytest.mark.parametrize("direction", ["a_to_b", "b_to_a"])
+def test_a_move_between_roots_keeps_its_row_whatever_their_order(tmp_path, tiny_clip, direction):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_photo(a / "one.png", seed=1)
+    make_photo(a / "two.png", seed=2)
+    make_photo(b / "three.png", seed=3)
+    make_photo(b / "four.png", seed=4)
+    eng = Engine(tmp_path / "coll", model=tiny_clip)
+    eng.index(a, workers=0)
+    eng.index(b, workers=0)
+    src, dst, name = (a, b, "one.png") if direction == "a_to_b" else (b, a, "three.png")
+    before = {os.path.basename(h.path): h.id for h in eng.search(text="x", k=10, rerank=False)}
+    shutil.move(src / name, dst / name)
+
+    r = eng.index(workers=0)  # refresh both roots, the source first or last
+    assert (r.embedded, r.relinked, r.deleted) == (0, 1, 0)
+    after = {os.path.basename(h.path): h for h in eng.search(text="x", k=10, rerank=False)}
+    assert after[name].id == before[name] and after[name].path == str(dst / name)
+    assert len(after) == 4

@@ -257,11 +257,14 @@ def test_a_file_turned_into_a_link_out_of_its_folder_is_refused(tmp_path, lite):
 def test_thumbnail_is_cached_on_disk_and_served_from_there(client, ids, samples):
     eng = samples[0]
     raccoon = ids["raccoon.jpg"]
-    cached = eng.path / "thumbs" / f"{raccoon}.jpg"
+    sha = eng._parts.catalog(False).rows([raccoon])[raccoon].sha256
+    cached = eng.path / "thumbs" / f"{raccoon}-{sha[:16]}.jpg"
     assert not cached.exists()
     r = client.get(f"/api/images/{raccoon}/thumb")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
-    assert "max-age" in r.headers["cache-control"]
+    assert "no-cache" in r.headers["cache-control"]  # kept, but asked again: 304 if unchanged
+    again = client.get(f"/api/images/{raccoon}/thumb", headers={"if-none-match": r.headers["etag"]})
+    assert again.status_code == 304 and not again.content
     thumb = Image.open(io.BytesIO(r.content))
     assert thumb.format == "JPEG" and max(thumb.size) == 256
     assert cached.read_bytes() == r.content
@@ -281,16 +284,51 @@ def test_thumbnails_of_rows_that_went_are_removed(tmp_path, lite):
     thumbs = eng.path / "thumbs"
     for i in (1, 2, 3):
         assert client.get(f"/api/images/{i}/thumb").status_code == 200
-    assert sorted(p.name for p in thumbs.iterdir()) == ["1.jpg", "2.jpg", "3.jpg"]
+    names = lambda: sorted(p.name.split("-")[0] for p in thumbs.iterdir())  # noqa: E731
+    assert names() == ["1", "2", "3"]
     gone = eng.image(2).path
     Path(gone).unlink()
     assert client.post("/api/index").status_code == 202
     assert _wait_for_index(client)["state"] == "done"
-    assert sorted(p.name for p in thumbs.iterdir()) == ["1.jpg", "3.jpg"]
+    assert names() == ["1", "3"]
     # Lazily too: the thumbnail of an id that names no image goes when it is asked for.
-    (thumbs / "77.jpg").write_bytes(b"stale")
+    (thumbs / "77-0123456789abcdef.jpg").write_bytes(b"stale")
     _error(client.get("/api/images/77/thumb"), 404)
-    assert not (thumbs / "77.jpg").exists()
+    assert names() == ["1", "3"]
+
+
+def test_an_id_reused_after_a_restore_never_shows_the_old_thumbnail(tmp_path, lite):
+    """A catalog restored from a backup gives new rows ids its lost history used: a thumbnail is
+    named by id and content, so the new image never shows the old one's."""
+    import shutil
+    import sqlite3
+
+    photos = _generated(tmp_path / "photos", 2)
+    db = tmp_path / "coll"
+    first = Engine(db, embedder=lite)
+    first.index(photos, workers=0)
+    first.close()
+    backup = tmp_path / "backup.db"
+    shutil.copy(db / "catalog.db", backup)  # closed: the last connection checkpointed the log
+    extra = _generated(tmp_path / "more", 1)
+    shutil.copy(next(extra.iterdir()), photos / "third.png")
+    eng = Engine(db, embedder=lite)
+    eng.index(photos, workers=0)
+    old = TestClient(create_app(eng)).get("/api/images/3/thumb").content
+    eng.close()
+    # Restored through SQLite's backup API: safe whatever connections are still open.
+    src, dst = sqlite3.connect(backup), sqlite3.connect(db / "catalog.db")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    (photos / "third.png").unlink()
+    make = _generated(tmp_path / "other", 3)
+    shutil.copy(sorted(make.iterdir())[-1], photos / "fourth.png")
+    eng = Engine(db, embedder=lite)
+    eng.index(photos, workers=0)
+    assert eng.image(3).name == "fourth.png"  # the id the lost history gave third.png
+    fresh = TestClient(create_app(eng)).get("/api/images/3/thumb").content
+    assert fresh != old
 
 
 def test_a_read_only_collection_makes_thumbnails_in_memory(tmp_path, lite):
@@ -317,6 +355,9 @@ def test_uploads_over_the_limits_or_not_images_are_refused(client):
     _error(post((SAMPLES / "captions.txt").read_bytes(), "captions.png"), 415)
     _error(post(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), 415)  # EPS: refused
     assert "bomb" in _error(post(_png_declaring(12_000, 12_000)), 413)  # our pixel limit
+    # A query upload has a lower limit than an indexed file: 8000 x 6000 is indexable, but a
+    # server decoding many of them at once would run out of memory.
+    assert "limit of 40,000,000" in _error(post(_png_declaring(8_000, 6_000)), 413)
     assert "bomb" in _error(post(_png_declaring(40_000, 40_000)), 413)  # Pillow's own limit
     _error(post(b""), 400)
 
@@ -604,3 +645,27 @@ def test_help_imports_no_web_framework():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_other_sites_pages_are_kept_out_of_a_server_without_token(samples):
+    """DNS rebinding: a page elsewhere makes its own name resolve to 127.0.0.1; its requests
+    carry that name as Host. Cross-site POSTs (a form on another page) carry their Origin."""
+    app = create_app(samples[0], hosts=frozenset({"127.0.0.1", "localhost", "::1"}))
+    rebound = TestClient(app, base_url="http://attacker.example:8765")
+    for path in ("/api/status", "/api/search?q=cat", "/"):
+        assert "answers requests for" in _error(rebound.get(path), 400)
+    local = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert local.get("/api/status").status_code == 200
+    assert TestClient(app, base_url="http://[::1]:8765").get("/api/status").status_code == 200
+    for headers in (
+        {"origin": "http://evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"origin": "http://127.0.0.1:9999"},  # another local port is another site too
+    ):
+        r = local.post("/api/index", headers=headers)
+        assert "another site" in _error(r, 403)
+    # The page's own requests pass (here: no --folder, so re-indexing is refused as such).
+    same = {"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"}
+    assert local.post("/api/index", headers=same).status_code == 409
+    cat = local.post("/api/search", data={"q": "a cat"}, headers=same)
+    assert cat.status_code == 200 and cat.json()["results"][0]["path"] == "cat_chelsea.png"

@@ -396,3 +396,101 @@ def test_token_link_signs_the_browser_in(browser, collection, tmp_path):
         finally:
             web.close()
         assert [e for e in web.errors if "401" not in e] == [], web.errors
+
+
+#: The sample photos split by year for the filter bar: 2023 (six, with the one portrait photo)
+#: and 2024 (the other 13), each year's by its file time (no sample carries an EXIF date).
+IN_2023 = [
+    "cat_chelsea.png",
+    "coffee_cup.jpg",
+    "grace_hopper.jpg",
+    "grass.png",
+    "raccoon.jpg",
+    "rocket_launch.jpg",
+]
+
+
+@pytest.fixture(scope="module")
+def by_year(tmp_path_factory, lite):
+    """The samples in photos/2023 and photos/2024 (file times in June of each year), indexed
+    and served; yields (base URL, the photos folder)."""
+    base = tmp_path_factory.mktemp("web-years")
+    photos = base / "photos"
+    for src in SAMPLES.iterdir():
+        if src.suffix in (".jpg", ".png"):
+            year = "2023" if src.name in IN_2023 else "2024"
+            dst = photos / year / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+            t = time.mktime((int(year), 6, 15, 12, 0, 0, 0, 0, -1))
+            os.utime(dst, (t, t))
+    with Engine(base / "coll", embedder=lite) as eng:
+        assert eng.index(photos, workers=0).embedded == 19
+    with serve(base / "coll") as url:
+        yield url, photos.resolve()
+
+
+def test_filter_bar_narrows_the_grid_and_stays_in_the_address(browser, by_year, tmp_path):
+    base, photos = by_year
+    web = Page(browser, base, tmp_path)
+    page = web.page
+    tiles = page.locator("#grid .tile")
+    try:
+        page.goto(base + "/?q=a+photo")
+        expect(tiles).to_have_count(19)
+        expect(page.locator("#f-clear")).to_be_hidden()
+
+        # A date range: taken in 2024 or later (the file times; no EXIF here).
+        page.locator("#f-after").fill("2024-01-01")
+        page.wait_for_url("**/?q=a+photo&after=2024-01-01")
+        expect(tiles).to_have_count(13)
+        assert not set(web.tile_names()) & set(IN_2023)
+        expect(page.locator("#summary")).to_contain_text("(filtered)")
+        web.shot("after-2024")
+        # The address keeps it: a reload searches with the same filter, and shows it.
+        page.reload()
+        expect(tiles).to_have_count(13)
+        expect(page.locator("#f-after")).to_have_value("2024-01-01")
+
+        # "to" is inclusive: up to the last day of 2023 is the API's before=2024-01-01.
+        page.locator("#f-after").fill("")
+        page.locator("#f-until").fill("2023-12-31")
+        page.wait_for_url("**/?q=a+photo&before=2024-01-01")
+        expect(tiles).to_have_count(6)
+        assert set(web.tile_names()) == set(IN_2023)
+        page.go_back()  # each filter change is a history entry
+        expect(tiles).to_have_count(19)
+        page.go_forward()
+        expect(tiles).to_have_count(6)
+
+        # A folder: the indexed folder from /api/status, and a subfolder typed below it.
+        page.locator("#f-clear").click()
+        expect(tiles).to_have_count(19)
+        root = page.locator("#f-root")
+        expect(root.locator("option")).to_have_count(2)
+        root.select_option(str(photos))
+        page.locator("#f-sub").fill("2023")
+        page.locator("#f-sub").press("Enter")
+        page.wait_for_url("**/?q=a+photo&in=*2023")
+        expect(tiles).to_have_count(6)
+        # With an orientation as well: the one portrait photo of 2023.
+        page.locator("#f-orientation").select_option("portrait")
+        expect(tiles).to_have_count(1)
+        web.expect_first("grace_hopper.jpg")
+        web.shot("folder-portrait")
+        page.reload()
+        expect(page.locator("#f-sub")).to_have_value("2023")
+        expect(root).to_have_value(str(photos))
+        expect(tiles).to_have_count(1)
+
+        # More like this keeps the filters: photos of 2023 like the cat.
+        page.locator("#f-orientation").select_option("")
+        expect(tiles).to_have_count(6)
+        page.locator("#grid .tile img[alt='cat_chelsea.png']").click()
+        page.locator("#more-like-this").click()
+        page.wait_for_url("**/?similar=*&in=*2023")
+        expect(tiles).to_have_count(5)
+        assert set(web.tile_names()) == set(IN_2023) - {"cat_chelsea.png"}
+    finally:
+        web.close()
+    assert web.errors == [], web.errors

@@ -78,3 +78,34 @@ def test_a_schema_1_catalog_upgrades_in_place_once_even_when_opened_together(tmp
     assert cat.roots() == [] and cat.head() == (1, None)  # no mark before the first new commit
     cat.write_batch([NewImage("/p/b.jpg", 1, 2, "i", vector=np.ones(4, dtype=np.float32))])
     assert cat.head()[0] == 2 and cat.mark_at(2) == cat.head()[1]
+
+
+def test_a_read_only_reader_sees_commits_made_after_it_opened(tmp_path):
+    """A reader that may not write opens the file immutable when no writer is at work; it must
+    not go stale (nor read pages a checkpoint rewrote) once a writer comes along."""
+
+    def add(cat, n, start):
+        items = [
+            NewImage(f"/p/{i}.jpg", 1, 2, f"h{i}", vector=np.full(4, i, dtype=np.float32))
+            for i in range(start, start + n)
+        ]
+        cat.write_batch(items)
+
+    writer = Catalog.open(tmp_path)
+    add(writer, 3, 0)
+    writer.close()
+    reader = Catalog.open(tmp_path, readonly=True)
+    assert reader.engine.url.query.get("immutable") == "1"
+    assert reader.head()[0] == 1 and reader.counts() == {"indexed": 3}
+
+    writer = Catalog.open(tmp_path)
+    for k in range(20):  # enough pages for checkpoints to rewrite the file under the reader
+        add(writer, 100, 3 + 100 * k)
+    assert reader.head() == writer.head()  # a writer at work: read through its log
+    assert reader.counts() == {"indexed": 2003}
+    writer.close()  # the last connection checkpoints and removes the log
+    add_more = Catalog.open(tmp_path)
+    add(add_more, 5, 5000)
+    add_more.close()
+    assert reader.head() == (22, add_more.mark_at(22)) and reader.counts() == {"indexed": 2008}
+    assert len(reader.records()) == 2008

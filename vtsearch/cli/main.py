@@ -12,7 +12,9 @@ import click
 from vtsearch import config
 from vtsearch.cli.check import check
 from vtsearch.cli.common import ErrorsAsMessages
+from vtsearch.cli.dupes import dupes
 from vtsearch.cli.evaluate import eval_cmd
+from vtsearch.cli.export import export
 from vtsearch.cli.index import index
 from vtsearch.cli.optimize import optimize
 from vtsearch.cli.query import query
@@ -58,5 +60,6 @@ def main(
     )
 
 
-for command in (index, query, status, roots, texts, eval_cmd, train, check, optimize, serve):
+for command in (index, query, status, roots, texts, eval_cmd, train, check, optimize, serve, dupes):
     main.add_command(command)
+main.add_command(export)

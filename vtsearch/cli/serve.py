@@ -76,7 +76,9 @@ def serve(
     from vtsearch.server.app import create_app
 
     eng = engine(ctx)
-    app = create_app(eng, token=token, folder=folder, cors=cors, warm=True)
+    # Without a token, only this machine's own names are answered (no DNS rebinding).
+    hosts = None if token else frozenset({"127.0.0.1", "localhost", "::1", host.strip("[]")})
+    app = create_app(eng, token=token, folder=folder, cors=cors, warm=True, hosts=hosts)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + ("?token=TOKEN" if token else "")
     click.echo(f"vtsearch: serving {eng.path} at {url} (Ctrl-C stops)", err=True)

@@ -8,6 +8,7 @@ architecture from timm's maintained ``tf_efficientnet_lite0``. Text: all-MiniLM-
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -239,16 +240,25 @@ class TextTower(nn.Module):
                 return self.traced(ids, mask), mask.bool()
         assert self.net is not None
         device = next(self.net.parameters()).device
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
-        ).to(device)
+        # transformers' fast tokenizer sets its padding and truncation on the shared Rust
+        # tokenizer at every call: calls from several threads (a server) must not interleave.
+        with _TOKENIZER_LOCK:
+            enc = self.tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=TEXT_MAX_TOKENS,
+                return_tensors="pt",
+            )
+        enc = enc.to(device)
         return self.net(**enc).last_hidden_state, enc["attention_mask"].bool()
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` whose states :meth:`forward` gives, [CLS] and [SEP] included."""
         if self.traced is not None:
             return list(self.tokenizer.encode(text).tokens)
-        ids = self.tokenizer(text, truncation=True, max_length=TEXT_MAX_TOKENS)["input_ids"]
+        with _TOKENIZER_LOCK:
+            ids = self.tokenizer(text, truncation=True, max_length=TEXT_MAX_TOKENS)["input_ids"]
         return list(self.tokenizer.convert_ids_to_tokens(ids))
 
     def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -256,6 +266,10 @@ class TextTower(nn.Module):
         m = mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
         return F.normalize(pooled, dim=-1), states, mask
+
+
+#: See ``TextTower._encode``: the traced path's own tokenizer has fixed settings and needs none.
+_TOKENIZER_LOCK = threading.Lock()
 
 
 class _StatesOnly(nn.Module):

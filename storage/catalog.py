@@ -52,6 +52,19 @@ from vtsearch.storage.sqlite import (
 __all__ = ["Catalog", "FileRecord", "ImageRow", "NewImage"]
 
 
+#: The columns of a ``FileRecord``, in its field order.
+_RECORD = (
+    ImageRow.id,
+    ImageRow.path,
+    ImageRow.size,
+    ImageRow.mtime_ns,
+    ImageRow.sha256,
+    ImageRow.status,
+    ImageRow.ctime_ns,
+    ImageRow.inode,
+)
+
+
 class Catalog(History, RootRows, TextRows):
     """SQLAlchemy 2.0 catalog over ``catalog.db`` in a collection folder (or any database URL).
 
@@ -191,17 +204,7 @@ class Catalog(History, RootRows, TextRows):
     # -- reads ----------------------------------------------------------------------------------
     def records(self, under: str | None = None) -> dict[str, FileRecord]:
         """Catalogued files by path, without vectors; ``under``: only those in that folder."""
-        cols = (
-            ImageRow.id,
-            ImageRow.path,
-            ImageRow.size,
-            ImageRow.mtime_ns,
-            ImageRow.sha256,
-            ImageRow.status,
-            ImageRow.ctime_ns,
-            ImageRow.inode,
-        )
-        stmt = select(*cols)
+        stmt = select(*_RECORD)
         with Session(self.engine) as s:
             got = {r.path: FileRecord(*r) for r in s.execute(stmt)}
         if under is None:
@@ -212,19 +215,9 @@ class Catalog(History, RootRows, TextRows):
         """Indexed rows anywhere in the collection whose content hash is one of ``hashes``."""
         wanted = list(set(hashes))
         out: dict[str, list[FileRecord]] = {}
-        cols = (
-            ImageRow.id,
-            ImageRow.path,
-            ImageRow.size,
-            ImageRow.mtime_ns,
-            ImageRow.sha256,
-            ImageRow.status,
-            ImageRow.ctime_ns,
-            ImageRow.inode,
-        )
         with Session(self.engine) as s:
             for i in range(0, len(wanted), 500):
-                stmt = select(*cols).where(
+                stmt = select(*_RECORD).where(
                     ImageRow.sha256.in_(wanted[i : i + 500]), ImageRow.status == "indexed"
                 )
                 for r in s.execute(stmt.order_by(ImageRow.id)):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +82,19 @@ def photos(tmp_path: Path) -> Path:
         make_photo(folder / f"img{i}.png", seed=i)
     make_photo(folder / "sub" / "deep.jpg", seed=99)
     return folder
+
+
+#: The uid tests that need file modes to apply run as (root reads every file).
+NOBODY = 65534
+
+
+@pytest.fixture
+def open_folder():
+    """A folder every user may enter (pytest's own temp folders are private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="vtsearch-open-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in (folder, *folder.rglob("*")):
+        if path.is_dir():
+            path.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -10,27 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import make_photo
+from conftest import NOBODY, make_photo
 
 from vtsearch import Engine
-
-NOBODY = 65534
-
-
-@pytest.fixture
-def open_folder():
-    """A folder every user may enter (pytest's own temp folders are private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="vtsearch-ro-"))
-    folder.chmod(0o755)
-    yield folder
-    for path in (folder, *folder.rglob("*")):
-        if path.is_dir():
-            path.chmod(0o755)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def unprivileged_prefix(folder: Path, env: dict) -> list[str]:

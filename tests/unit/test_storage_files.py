@@ -11,12 +11,12 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NOBODY
 from tmpfs import PRELUDE, run_on_tmpfs
 
 from vtsearch.storage.tokens import TokenCache
@@ -148,19 +148,8 @@ def test_collection_files_follow_the_umask(tmp_path):
 
 # -- denied access, as a user that file modes apply to --------------------------------------------
 
-NOBODY = 65534
 
 
-@pytest.fixture
-def open_folder():
-    """A folder every user may enter (pytest's own temp folders are private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="vtsearch-perm-"))
-    folder.chmod(0o755)
-    yield folder
-    for path in (folder, *folder.rglob("*")):
-        if path.is_dir():
-            path.chmod(0o755)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_unprivileged(folder: Path, script: str) -> subprocess.CompletedProcess:

@@ -1,8 +1,8 @@
 """Filtered query latency at 100k images (HNSW over 8-bit codes, as the factory builds it):
 unfiltered against a selective filter (1%: one folder) and a broad one (50%: a year of dates),
 with recall against exact search restricted to the same ids; and the two costs the filtered
-HNSW search chooses between (``vtsearch.storage.vectors.SCAN_PER_EF``): scanning an id set's
-stored vectors exactly, and a graph walk with a widened beam.
+HNSW search chooses between (``vtsearch.storage.vectors_filtered.SCAN_PER_EF``): scanning an id
+set's stored vectors exactly, and a graph walk with a widened beam.
 
 A synthetic collection of --n rows (real vtsearch-lite vectors of the Flickr8k photos, each
 perturbed, as ``bench/query_latency.py`` makes them; seeded clusters without Flickr8k) in 100
@@ -103,10 +103,11 @@ def main() -> None:
     from vtsearch import Engine
     from vtsearch.models.registry import load_embedder
     from vtsearch.search.query import encode_query
-    from vtsearch.storage import vectors
+    from vtsearch.storage import vectors, vectors_filtered
     from vtsearch.storage.catalog import Catalog
     from vtsearch.storage.filters import Filters
-    from vtsearch.storage.vectors import VectorIndex, filtered_ef
+    from vtsearch.storage.vectors import VectorIndex
+    from vtsearch.storage.vectors_filtered import filtered_ef
 
     emb = load_embedder("vtsearch-lite")
     folder = collection(args.n, emb)
@@ -183,11 +184,11 @@ def main() -> None:
     members = np.sort(rng.choice(ids, n // 10, replace=False))
     for ef in (256, 1024, 2048):
         vectors_ef = lambda *a, e=ef: e  # noqa: E731
-        real, vectors.filtered_ef = vectors.filtered_ef, vectors_ef
+        real, vectors_filtered.filtered_ef = vectors_filtered.filtered_ef, vectors_ef
         try:
             walk = median_ms(lambda v: vi.search(v[None, :], 10, ids=members), vecs)
         finally:
-            vectors.filtered_ef = real
+            vectors_filtered.filtered_ef = real
         print(f"graph walk, beam {ef:>5}: {walk:6.2f} ms ({walk / ef * 1000:.2f} us a unit)")
     eng.close()
     cat.close()

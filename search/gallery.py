@@ -43,6 +43,7 @@ def image_info(catalog: Catalog, image_id: int) -> ImageInfo:
         row.taken_at,
         row.format,
         row.size,
+        list(dict.fromkeys(t.label for t in catalog.tags_of([row.id]).get(row.id, []))),
     )
 
 

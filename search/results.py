@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 #: The score fields of a result: a score that is not a finite number (BLIP's ``-inf`` for a file
@@ -90,6 +90,8 @@ class ImageInfo:
     format: str | None
     #: Size of the file when it was indexed.
     bytes: int
+    #: Zero-shot tags (``vtsearch tag``), most similar first.
+    tags: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -81,6 +81,18 @@ class Image(Result):
     #: Size of the file when it was indexed.
     bytes: int
     name: str
+    #: Zero-shot tags (``vtsearch tag``), most similar first.
+    tags: list[str]
+
+
+class TagCount(BaseModel):
+    tag: str
+    #: How many images have it.
+    images: int
+
+
+class Tags(BaseModel):
+    tags: list[TagCount]
 
 
 class TextHit(BaseModel):

@@ -108,6 +108,10 @@ def search_filters(
         list[str] | None,
         Query(description=f"file formats, any of ({', '.join(sorted(FORMATS))})"),
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(description="zero-shot tags (`vtsearch tag`), repeatable: all of them"),
+    ] = None,
     min_score: Annotated[
         float | None,
         Query(allow_inf_nan=False, description="the lowest final score a result may have"),
@@ -116,6 +120,8 @@ def search_filters(
     """The search filters of a request's query string (a bad value: 400 with the reason)."""
     if folders and any(len(f) > MAX_QUERY_CHARS for f in folders):
         raise QueryError(f"a folder (in) may be {MAX_QUERY_CHARS} characters at most")
+    if tag and any(len(t) > MAX_QUERY_CHARS for t in tag):
+        raise QueryError(f"a tag may be {MAX_QUERY_CHARS} characters at most")
     return Filters(
         folders=tuple(folders or ()),
         glob=glob,
@@ -125,6 +131,7 @@ def search_filters(
         min_width=min_width,
         min_height=min_height,
         formats=tuple(file_type or ()),
+        tags=tuple(tag or ()),
         min_score=min_score,
     )
 
@@ -246,8 +253,19 @@ def image(engine: EngineDep, image_id: ImageId) -> models.Image:
     """An indexed image's metadata."""
     info = engine.image(image_id)
     return models.Image(
-        **result(info, score=False), format=info.format, bytes=info.bytes, name=clean(info.name)
+        **result(info, score=False),
+        format=info.format,
+        bytes=info.bytes,
+        name=clean(info.name),
+        tags=[clean(t) for t in info.tags],
     )
+
+
+@router.get("/tags", responses=_errors)
+def tags(engine: EngineDep) -> models.Tags:
+    """Every zero-shot tag (`vtsearch tag`) with how many images have it, most first."""
+    counts = engine.tag_counts()
+    return models.Tags(tags=[models.TagCount(tag=clean(t), images=n) for t, n in counts])
 
 
 @router.get(

@@ -1,45 +1,29 @@
-"""The SQLite catalog of a collection: one row per image file, its vector, and index metadata."""
+"""The SQLite catalog of a collection: one row per image file, its vector, and index metadata.
+
+``Catalog`` is assembled from mixins: ``catalog_meta`` (metadata, schema version, model),
+``catalog_filters`` (search filters), ``catalog_history``, ``catalog_roots`` and ``catalog_texts``.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import (
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.schema import CreateIndex
 
-from vtsearch.errors import ModelMismatchError, SchemaVersionError
+from vtsearch.storage.catalog_filters import FilterRows
 from vtsearch.storage.catalog_history import History
+from vtsearch.storage.catalog_meta import MetaRows, create_missing
 from vtsearch.storage.catalog_roots import RootRows
+from vtsearch.storage.catalog_tags import TagRows, drop_tags
 from vtsearch.storage.catalog_texts import TextRows
 from vtsearch.storage.files import os_errors
-from vtsearch.storage.filters import Filters
 from vtsearch.storage.records import FileRecord, NewImage, is_under
-from vtsearch.storage.schema import (
-    FILTER_INDEX,
-    SCHEMA_VERSION,
-    Base,
-    ImageRow,
-    Meta,
-    Tombstone,
-)
+from vtsearch.storage.schema import ImageRow, Tombstone
 from vtsearch.storage.sqlite import (
     CATALOG_FILE,
     file_signature,
@@ -65,7 +49,7 @@ _RECORD = (
 )
 
 
-class Catalog(History, RootRows, TextRows):
+class Catalog(MetaRows, FilterRows, History, RootRows, TextRows, TagRows):
     """SQLAlchemy 2.0 catalog over ``catalog.db`` in a collection folder (or any database URL).
 
     Example:
@@ -82,7 +66,7 @@ class Catalog(History, RootRows, TextRows):
         self.readonly = readonly
         self._signature = file_signature(Path(self.location)) if readonly else ()
         if not readonly:
-            _create_missing(engine)
+            create_missing(engine)
         self._check_schema()
 
     @classmethod
@@ -121,85 +105,6 @@ class Catalog(History, RootRows, TextRows):
 
     def close(self) -> None:
         self.engine.dispose()
-
-    # -- metadata -------------------------------------------------------------------------------
-    def _check_schema(self) -> None:
-        stored = self.get_meta("schema_version")
-        if stored is None and not self.readonly:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif stored is not None and int(stored) > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"this collection has catalog schema {stored}, newer than this vtsearch "
-                f"understands ({SCHEMA_VERSION}); upgrade vtsearch to open it"
-            )
-        elif stored is not None and int(stored) < SCHEMA_VERSION:
-            if self.readonly:
-                raise SchemaVersionError(
-                    f"this collection has catalog schema {stored} and needs an upgrade to "
-                    f"{SCHEMA_VERSION}, which needs write access: run `vtsearch status` once as "
-                    "a user who may write to the collection"
-                )
-            self._migrate(int(stored))
-
-    @writes
-    def _migrate(self, stored: int) -> None:
-        """Bring an older catalog up to ``SCHEMA_VERSION`` in one transaction."""
-        with self.engine.begin() as con:
-            # A write first: it takes the database's write lock, so two processes opening an
-            # old catalog at once migrate it one after the other, the second finding it done.
-            con.execute(
-                update(Meta).where(Meta.key == "schema_version").values(value=Meta.value)
-            )
-            current = con.scalar(select(Meta.value).where(Meta.key == "schema_version"))
-            if int(current or 0) >= SCHEMA_VERSION:
-                return
-            if stored < 2:
-                have = {c["name"] for c in inspect(con).get_columns("images")}
-                for col in ("ctime_ns", "inode"):
-                    if col not in have:
-                        con.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {col} INTEGER")
-            con.execute(
-                update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
-            )
-
-    def get_meta(self, key: str) -> str | None:
-        with Session(self.engine) as s:
-            row = s.get(Meta, key)
-            return row.value if row else None
-
-    @writes
-    def set_meta(self, key: str, value: str) -> None:
-        with Session(self.engine) as s, s.begin():
-            s.merge(Meta(key=key, value=value))
-
-    def meta(self) -> dict[str, str]:
-        with Session(self.engine) as s:
-            return {m.key: m.value for m in s.scalars(select(Meta))}
-
-    @writes
-    def bind_model(self, model_id: str, dim: int, revision: str = "") -> None:
-        """Record the model of a new collection, or refuse one built by another model."""
-        stored_model, stored_dim = self.get_meta("model_id"), self.get_meta("dim")
-        if stored_model is None:
-            with Session(self.engine) as s, s.begin():
-                s.merge(Meta(key="model_id", value=model_id))
-                s.merge(Meta(key="dim", value=str(dim)))
-                s.merge(Meta(key="model_revision", value=revision))
-                s.merge(Meta(key="created_at", value=str(time.time())))
-            return
-        stored_rev = self.get_meta("model_revision") or ""
-        if stored_model == model_id and stored_rev != revision:
-            raise ModelMismatchError(
-                f"this collection was indexed with other weights of model '{model_id}' (revision "
-                f"{stored_rev or 'unknown'}, installed {revision or 'unknown'}); re-index into a "
-                "new collection with --db, or install the vtsearch version that built it"
-            )
-        if stored_model != model_id or int(stored_dim or 0) != dim:
-            raise ModelMismatchError(
-                f"this collection was indexed with model '{stored_model}' (dim {stored_dim}), "
-                f"not '{model_id}' (dim {dim}); pass --model {stored_model}, or re-index into a "
-                "new collection with --db"
-            )
 
     # -- reads ----------------------------------------------------------------------------------
     def records(self, under: str | None = None) -> dict[str, FileRecord]:
@@ -247,33 +152,6 @@ class Catalog(History, RootRows, TextRows):
         with Session(self.engine) as s:
             stmt = select(ImageRow.id).where(ImageRow.id.in_(ids), ImageRow.status == "indexed")
             return set(s.scalars(stmt))
-
-    def matching_ids(self, filters: Filters) -> np.ndarray:
-        """The sorted ids of the indexed images ``filters`` lets a search return (its
-        ``min_score`` aside, which only the final scores can tell).
-
-        Read from indexes, never the rows with their vectors: folders from the path index (1%
-        of 100k rows: 1 ms), a glob from it too, the rest from ``ix_images_filters``.
-        """
-        relative = any(not os.path.isabs(f) for f in filters.folders)
-        clauses = filters.where(self.roots() if relative else ())
-        with self.engine.connect() as con:
-            if filters.glob is None:
-                return _ids(con, clauses, by_path=bool(filters.folders))
-            # The paths the glob takes first (from the path index alone), then the rest.
-            stmt = select(ImageRow.id, ImageRow.path)
-            pre = filters.glob_prefilter(self.engine.dialect.name)
-            if pre is not None:
-                stmt = stmt.where(pre)
-            rows = con.execute(stmt)
-            named = np.sort([i for i, p in rows if filters.matches_glob(p)]).astype(np.int64)
-            if len(named) > 20_000:
-                return np.intersect1d(_ids(con, clauses, by_path=bool(filters.folders)), named)
-            got = [
-                _ids(con, [ImageRow.id.in_(named[i : i + 5000].tolist()), *clauses])
-                for i in range(0, len(named), 5000)
-            ]
-            return np.concatenate(got) if got else named
 
     def max_image_id(self) -> int:
         """The highest image id ever committed (ids are never reused), 0 for none."""
@@ -352,6 +230,7 @@ class Catalog(History, RootRows, TextRows):
                         s.merge(Tombstone(id=row_id, seq=seq))
                 # The paths are free again before their new versions are inserted.
                 s.execute(delete(ImageRow).where(ImageRow.id.in_([i for i, _ in old])))
+                drop_tags(s, [i for i, _ in old])
             ok = [it.error is None and it.vector is not None for it in items]
             values = [
                 {
@@ -475,38 +354,10 @@ class Catalog(History, RootRows, TextRows):
                 for row_id in indexed:
                     s.merge(Tombstone(id=row_id, seq=seq))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
+                drop_tags(s, chunk)
 
 
 def _sqlite_engine(db: Path, readonly: bool) -> Engine:
     engine = create_engine(sqlite_url(db, readonly))
     event.listen(engine, "connect", sqlite_pragmas)
     return engine
-
-
-def _ids(con, clauses: list, by_path: bool = False) -> np.ndarray:
-    """Sorted ids of the indexed rows meeting ``clauses``; ``by_path``: they hold a folder's
-    path ranges, which SQLite must be left to search by (not the status index, which every
-    row is in: 30 ms instead of 1 at 100k rows)."""
-    indexed = ImageRow.status == "indexed"
-    if by_path:
-        indexed = ImageRow.status.concat("") == "indexed"  # no index term
-    # No ORDER BY: SQLite would read the table in id order instead of an index.
-    stmt = select(ImageRow.id).where(indexed, *clauses)
-    return np.sort(np.fromiter((r[0] for r in con.execute(stmt)), dtype=np.int64))
-
-
-def _create_missing(engine: Engine) -> None:
-    """Create the tables and indexes an older (or new) catalog lacks. Another process opening the
-    same catalog may create one between our look and our ``CREATE``: that is the one error to
-    look again after."""
-    for attempt in range(3):
-        try:
-            Base.metadata.create_all(engine)
-            have = {ix["name"] for ix in inspect(engine).get_indexes("images")}
-            if FILTER_INDEX.name not in have:  # a catalog made before it
-                with engine.begin() as con:
-                    con.execute(CreateIndex(FILTER_INDEX, if_not_exists=True))
-            return
-        except OperationalError as e:
-            if "already exists" not in str(e) or attempt == 2:
-                raise

@@ -9,8 +9,8 @@ Layouts (``vtsearch export OUT --format ...``):
   indexed folder holding it), ``size`` (bytes), ``mtime`` (timestamp[us, UTC]), ``width``,
   ``height``, ``format`` (as Pillow names it), ``taken_at`` (EXIF time, timestamp[us] in the
   camera's local time), ``sha256``, ``status`` ("indexed", or "failed" with
-  ``include_failed``), ``error`` (why a failed file failed), ``tags`` (list<string>: zero-shot
-  tags, when the collection has them; empty lists until then) and ``vector``
+  ``include_failed``), ``error`` (why a failed file failed), ``tags`` (list<string>: the
+  zero-shot tags of ``vtsearch tag``, most similar first; empty when none) and ``vector``
   (fixed_size_list<float32>[dim], null for a failed file). The schema's metadata key
   ``vtsearch`` holds JSON: the model id, its revision, the dimension and this layout's version.
 - ``npy``: ``OUT`` is a folder holding ``vectors.npy`` (float32 [N, dim]; NaN rows for failed
@@ -43,7 +43,7 @@ from vtsearch.errors import ConfigError, StorageError
 from vtsearch.storage.catalog import Catalog
 from vtsearch.storage.files import create_temp, os_errors
 from vtsearch.storage.records import root_of
-from vtsearch.storage.schema import ImageRow, Root
+from vtsearch.storage.schema import ImageRow, Root, Tag
 
 FORMATS = ("parquet", "npy")
 #: Version of the layouts above, in the ``vtsearch`` metadata.
@@ -192,6 +192,15 @@ def _chunks(con: Connection, dim: int, include_failed: bool) -> Iterator[tuple[d
             "status": [r.status for r in got],
             "error": [r.error for r in got],
         }
+        tags: dict[int, list[str]] = {}
+        for image_id, label in con.execute(
+            select(Tag.image_id, Tag.label)
+            .where(Tag.image_id >= cols["id"][0], Tag.image_id <= last)
+            .order_by(Tag.image_id, Tag.score.desc())
+        ):
+            tags.setdefault(image_id, []).append(label)
+        # One label kept by two tag sets is one tag.
+        cols["tags"] = [list(dict.fromkeys(tags.get(i, []))) for i in cols["id"]]
         yield cols, vectors
 
 
@@ -237,11 +246,6 @@ def _table(schema, cols: dict, vectors: np.ndarray | None):
 
     n = len(cols["id"])
     arrays = [pa.array(cols[f.name], type=f.type) for f in schema if f.name in cols]
-    # Zero-shot tags are another issue's: every row has an empty list until then.
-    tags = pa.ListArray.from_arrays(
-        pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], type=pa.string())
-    )
-    arrays.append(tags)
     if vectors is not None:
         missing = np.isnan(vectors[:, 0]) if vectors.shape[1] else np.zeros(n, dtype=bool)
         values = pa.array(np.nan_to_num(vectors, nan=0.0).reshape(-1), type=pa.float32())

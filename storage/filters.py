@@ -1,5 +1,5 @@
 """Search filters: which images a query may return, by folder, file name, date taken, size,
-shape and file format, and the lowest final score to show.
+shape, file format and zero-shot tag, and the lowest final score to show.
 
 A :class:`Filters` is applied inside retrieval, not after it: the catalog finds the ids that
 match (:meth:`Catalog.matching_ids`, with the SQL built here), and the vector search runs over
@@ -23,10 +23,10 @@ from datetime import date, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, LargeBinary, and_, literal, or_
+from sqlalchemy import ColumnElement, LargeBinary, and_, literal, or_, select
 
 from vtsearch.errors import QueryError
-from vtsearch.storage.schema import ImageRow
+from vtsearch.storage.schema import ImageRow, Tag
 
 #: Orientation names and what they mean for the displayed width and height.
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -103,6 +103,7 @@ class Filters:
         orientation: ``landscape`` (wider than high), ``portrait`` or ``square``, as displayed.
         min_width, min_height: in pixels, as displayed.
         formats: file formats, any of (``"jpeg"``, ``"png"``, ``"heic"``...; see ``FORMATS``).
+        tags: zero-shot tags (``vtsearch tag``), all of them, ignoring case.
         min_score: leave out results whose final score (after re-ranking) is below this.
 
     Raises:
@@ -118,6 +119,7 @@ class Filters:
     min_width: int | None = None
     min_height: int | None = None
     formats: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     min_score: float | None = None
     #: The catalog format names ``formats`` stand for (derived).
     format_names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
@@ -171,6 +173,10 @@ class Filters:
             names.extend(n for n in FORMATS[key] if n not in names)
         put("formats", tuple(formats))
         put("format_names", tuple(names))
+        tags = tuple(dict.fromkeys(" ".join(str(t).split()) for t in _tuple(self.tags)))
+        if "" in tags:
+            raise QueryError("an empty tag matches nothing; give a tag, e.g. --tag dog")
+        put("tags", tags)
         if self.min_score is not None:
             put("min_score", float(self.min_score))
 
@@ -212,6 +218,8 @@ class Filters:
             out.append(row.height >= self.min_height)
         if self.format_names:
             out.append(row.format.in_(self.format_names))
+        for t in self.tags:
+            out.append(row.id.in_(select(Tag.image_id).where(Tag.key == t.casefold())))
         return out
 
     def matches_glob(self, path: str) -> bool:

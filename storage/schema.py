@@ -16,7 +16,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 #: 2: ``images.ctime_ns`` and ``images.inode``, the ``roots`` and ``commits`` tables.
-SCHEMA_VERSION = 2
+#: 3: the ``tag_sets``, ``tagged`` and ``tags`` tables (an older vtsearch would leave the tags of
+#: a changed file in place).
+SCHEMA_VERSION = 3
 
 
 class FsPath(TypeDecorator):
@@ -136,6 +138,50 @@ class Commit(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     mark: Mapped[str] = mapped_column(String(32))
+
+
+class TagSet(Base):
+    """A named label set the images were tagged with (``vtsearch tag``). ``signature`` covers
+    the labels, prompts, model revision and rule: tagging again with another one re-tags all."""
+
+    __tablename__ = "tag_sets"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    labels: Mapped[str] = mapped_column(Text)  # JSON list, in the order given
+    signature: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(Text)  # model id @ revision
+    threshold: Mapped[float | None] = mapped_column(Float)
+    top_k: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Tagged(Base):
+    """An image scored against a tag set, whether or not a label was kept: re-tagging after new
+    images are indexed scores only the images without a row here."""
+
+    __tablename__ = "tagged"
+
+    set_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class Tag(Base):
+    """A label kept for an image; ``key`` is the label casefolded, what ``--tag`` matches."""
+
+    __tablename__ = "tags"
+
+    set_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)  # the model's similarity
+    #: The calibrated chance the label fits; None when the model has no calibration.
+    confidence: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_tags_key", "key", "image_id"),
+        Index("ix_tags_image", "image_id"),
+    )
 
 
 class Meta(Base):

@@ -171,7 +171,7 @@ def test_similar_leaves_the_image_itself_out(client, ids):
 def test_image_metadata(client, ids, samples):
     cat = ids["cat_chelsea.png"]
     info = client.get(f"/api/images/{cat}").json()
-    assert set(info) == RESULT_KEYS | {"format", "bytes", "name"}
+    assert set(info) == RESULT_KEYS | {"format", "bytes", "name", "tags"}
     assert (info["name"], info["format"], info["width"], info["height"]) == (
         "cat_chelsea.png",
         "PNG",

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from vtsearch.search.retrieve import retrieve
-from vtsearch.storage import vectors
+from vtsearch.storage import vectors, vectors_filtered
 from vtsearch.storage.catalog import Catalog, NewImage
 from vtsearch.storage.filters import Filters
 from vtsearch.storage.index_kinds import IndexSpec, hnsw_spec, spec_for_kind
 from vtsearch.storage.rebuild import build, rebuild
-from vtsearch.storage.vectors import VectorIndex, filtered_ef
+from vtsearch.storage.vectors import VectorIndex
+from vtsearch.storage.vectors_filtered import filtered_ef
 
 DIM, N, K = 64, 10_000, 10
 WANTED = "/photos/wanted"  # 1% of the rows
@@ -138,13 +139,13 @@ def test_hnsw_selector_on_a_selective_set_and_the_scan_when_it_falls_short(
 
     monkeypatch.setattr(VectorIndex, "_scan", counted)
     # The graph walk itself, its beam widened to 6,400 for a 1% set (the cost rule would scan).
-    monkeypatch.setattr(vectors, "SCAN_PER_EF", 0)
-    monkeypatch.setattr(vectors, "EF_MAX", 10**6)
+    monkeypatch.setattr(vectors_filtered, "SCAN_PER_EF", 0)
+    monkeypatch.setattr(vectors_filtered, "EF_MAX", 10**6)
     got = search_all(vi, cat, q, wanted)
     assert not scans and all(len(g) == K for g in got)
     assert recall(got, want) >= 0.9  # measured 1.0
     # A beam far too narrow for the filter meets fewer than k members: the set is scanned.
-    monkeypatch.setattr(vectors, "filtered_ef", lambda *a: 16)
+    monkeypatch.setattr(vectors_filtered, "filtered_ef", lambda *a: 16)
     got = search_all(vi, cat, q, wanted)
     assert len(scans) == len(q) and recall(got, want) == 1.0
 

@@ -20,6 +20,7 @@ from vtsearch.cli.optimize import optimize
 from vtsearch.cli.query import query
 from vtsearch.cli.serve import serve
 from vtsearch.cli.status import roots, status
+from vtsearch.cli.tag import tag
 from vtsearch.cli.texts import texts
 from vtsearch.cli.train import train
 
@@ -63,3 +64,4 @@ def main(
 for command in (index, query, status, roots, texts, eval_cmd, train, check, optimize, serve, dupes):
     main.add_command(command)
 main.add_command(export)
+main.add_command(tag)

@@ -96,6 +96,13 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None):
     help="Only files of this format: jpeg, png, heic, webp, gif, tiff, bmp, avif (repeatable).",
 )
 @click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG",
+    help="Only images tagged TAG by `vtsearch tag` (repeatable: all of them).",
+)
+@click.option(
     "--min-score",
     type=float,
     help="Leave out results whose final score (after re-ranking) is below this.",
@@ -129,6 +136,7 @@ def query(
     min_width: int | None,
     min_height: int | None,
     file_types: tuple[str, ...],
+    tags: tuple[str, ...],
     min_score: float | None,
     over_texts: bool,
     no_rerank: bool,
@@ -137,7 +145,7 @@ def query(
     """Find images matching TEXT, an --image, or both.
 
     TEXT may add or subtract weighted terms: "a beach - people + sunset^0.5".
-    Filters (--in, --after, --before, --landscape and the others below) are applied inside
+    Filters (--in, --after, --before, --landscape, --tag and the others) are applied inside
     the search: -n 10 gives 10 results whenever 10 images match.
     With --texts, rank the texts added by `vtsearch texts add` (image -> text).
 
@@ -168,6 +176,7 @@ def query(
             min_width=min_width,
             min_height=min_height,
             formats=file_types,
+            tags=tags,
             min_score=min_score,
         )
     except QueryError as e:

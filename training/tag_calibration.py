@@ -1,0 +1,113 @@
+"""Fit a model's tag calibration on Flickr8k dev: how its image-label similarity (the prompt
+ensemble of ``vtsearch.indexer.tagging``) maps to the chance that the label fits the image.
+
+The truth is whether any of an image's five captions names the label (or its plural); the
+labels are concrete nouns common in Flickr8k *train* captions, fixed below, none taken from the
+zero-shot dev sets. Captions leave out much of what a photo shows, so "not named" is a noisy
+negative and the fitted confidences are, if anything, modest. A logistic curve (Platt scaling:
+two parameters for the model, none per label) is fitted by Newton steps, and the threshold kept
+is the one with the best F1 over all (image, label) pairs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtsearch.errors import DatasetError
+from vtsearch.indexer.decode import decode_loader
+from vtsearch.indexer.tagging import label_vectors
+from vtsearch.models.base import Embedder
+from vtsearch.models.calibration import TagCalibration
+from vtsearch.training.datasets import load_flickr_split
+
+#: Concrete nouns among the 250 words most Flickr8k train images' captions use.
+NOUNS = (
+    "man", "dog", "boy", "woman", "shirt", "girl", "water", "child", "grass", "field", "ball",
+    "street", "snow", "jacket", "beach", "bike", "park", "hat", "wall", "building", "crowd",
+    "mountain", "rock", "toy", "dirt", "hill", "ocean", "road", "shorts", "sidewalk", "sand",
+    "bicycle", "helmet", "lake", "city", "pool", "tree", "coat", "pants", "fence", "skateboard",
+    "jeans", "stick", "dress", "baby", "uniform", "yard", "track", "ramp", "car", "river", "woods",
+)  # fmt: skip
+_IRREGULAR = {"man": ("men",), "woman": ("women",), "child": ("children",)}
+
+
+@dataclass
+class CalibrationFit:
+    calibration: TagCalibration
+    pairs: int
+    positives: int
+    precision: float
+    recall: float
+    f1: float
+    #: F1 of keeping each image's top label only, for comparison.
+    top1_precision: float
+
+
+def named(captions: list[str], noun: str) -> bool:
+    words = {w for c in captions for w in re.findall(r"[a-z]+", c.lower())}
+    forms = {noun, noun + "s", noun + "es", *_IRREGULAR.get(noun, ())}
+    return bool(words & forms)
+
+
+def image_vectors(embedder: Embedder, paths: list[Path], batch_size: int = 64) -> np.ndarray:
+    """The model's image vectors, decoded the way the indexer decodes."""
+    out = []
+    loader = decode_loader([str(p) for p in paths], embedder.transform, batch_size, 2)
+    with torch.inference_mode():
+        for pixels, decoded in loader:
+            bad = [d for d in decoded if d.error is not None]
+            if bad:
+                raise DatasetError(f"cannot read image {paths[bad[0].index]}: {bad[0].error}")
+            out.append(embedder.encode_images(pixels.to(embedder.device)).vectors.float().cpu())
+    return torch.cat(out).numpy()
+
+
+def fit_platt(scores: np.ndarray, truth: np.ndarray, steps: int = 50) -> tuple[float, float]:
+    """Slope and bias of ``sigmoid(slope * score + bias)`` that best predict ``truth``, by
+    Newton's method on the log loss (with Platt's smoothed targets)."""
+    pos = truth.sum()
+    neg = truth.size - pos
+    target = np.where(truth, (pos + 1) / (pos + 2), 1 / (neg + 2))
+    x = np.stack([scores, np.ones_like(scores)], axis=1).astype(np.float64)
+    w = np.zeros(2)
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(x @ w, -60, 60)))
+        grad = x.T @ (p - target)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(w[0]), float(w[1])
+
+
+def fit_tag_calibration(embedder: Embedder, flickr_dir: Path, split: str = "dev") -> CalibrationFit:
+    """Fit the calibration of ``embedder`` on a Flickr8k split (dev: never test)."""
+    if split == "test":
+        raise DatasetError("a calibration is a choice: fit it on dev, never on test")
+    paths, captions = load_flickr_split(flickr_dir, split)
+    images = image_vectors(embedder, paths)
+    labels = label_vectors(embedder, NOUNS)
+    scores = images @ labels.T
+    truth = np.array([[named(c, n) for n in NOUNS] for c in captions])
+    slope, bias = fit_platt(scores.ravel(), truth.ravel())
+    conf = 1 / (1 + np.exp(-np.clip(slope * scores + bias, -60, 60)))
+    best = (0.0, 0.5, 0.0, 0.0)
+    for t in np.linspace(0.05, 0.95, 91):
+        kept = conf >= t
+        tp = (kept & truth).sum()
+        prec = tp / max(kept.sum(), 1)
+        rec = tp / max(truth.sum(), 1)
+        f1 = 2 * prec * rec / max(prec + rec, 1e-12)
+        if f1 > best[0]:
+            best = (float(f1), float(t), float(prec), float(rec))
+    f1, threshold, prec, rec = best
+    top = scores.argmax(axis=1)
+    top1 = float(truth[np.arange(len(top)), top].mean())
+    cal = TagCalibration(slope, bias, round(threshold, 2), f"flickr8k {split}, {len(NOUNS)} nouns")
+    return CalibrationFit(cal, truth.size, int(truth.sum()), prec, rec, f1, top1)

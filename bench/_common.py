@@ -86,3 +86,36 @@ def save_figures(bench: str, rows: list[dict], path: Path | None = None) -> Path
 
 def figure(name: str, value: float, unit: str = "", goal: str = "", ok: bool | None = None) -> dict:
     return {"figure": name, "value": value, "unit": unit, "goal": goal, "ok": ok}
+
+
+#: The zero-shot dev sets: flowers-dev and concepts-dev's four (see their READMEs).
+ZEROSHOT_SETS = ("flowers-dev", "imagenette", "clothing", "trashnet", "food101-10")
+#: The wording fixes concepts-dev's README gives for its protocol.
+WORDING = {"longsleeve": "long-sleeve shirt", "outwear": "jacket"}
+
+
+def zeroshot_sets() -> dict[str, Path]:
+    """Each zero-shot dev set's folder (one subfolder per class); exits when one is missing."""
+    data = REPO.parent / "shared" / "data"
+    out = {
+        name: data / name if name == "flowers-dev" else data / "concepts-dev" / name
+        for name in ZEROSHOT_SETS
+    }
+    missing = [str(p) for p in out.values() if not p.is_dir()]
+    if missing:
+        sys.exit(f"missing data: {', '.join(missing)} (../shared/data, see its README)")
+    return out
+
+
+def label(class_folder: str) -> str:
+    """A class folder's name as words: underscores as spaces, with the README's fixes."""
+    return WORDING.get(class_folder, class_folder.replace("_", " "))
+
+
+def zeroshot_collection(name: str, folder: Path, embedder):
+    """An engine over the set ``name``, indexed once into ``.cache/bench`` per model revision."""
+    from vtsearch import Engine
+
+    eng = Engine(CACHE / f"tags-{name}-{embedder.revision}", embedder=embedder)
+    eng.index(folder)
+    return eng

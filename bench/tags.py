@@ -28,30 +28,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, REPO, Timer, figure, machine, save_figures
-
-DATA = REPO.parent / "shared" / "data"
-#: The wording fixes concepts-dev's README gives for its protocol.
-WORDING = {"longsleeve": "long-sleeve shirt", "outwear": "jacket"}
-
-
-def sets() -> dict[str, Path]:
-    out = {"flowers-dev": DATA / "flowers-dev"}
-    concepts = DATA / "concepts-dev"
-    for name in ("imagenette", "clothing", "trashnet", "food101-10"):
-        out[name] = concepts / name
-    missing = [str(p) for p in out.values() if not p.is_dir()]
-    if missing:
-        sys.exit(f"missing data: {', '.join(missing)} (../shared/data, see its README)")
-    return out
-
-
-def classes_of(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir())
-
-
-def label(name: str) -> str:
-    return WORDING.get(name, name.replace("_", " "))
+from _common import (
+    Timer,
+    figure,
+    label,
+    machine,
+    save_figures,
+    zeroshot_collection,
+    zeroshot_sets,
+)
 
 
 def main() -> None:
@@ -59,7 +44,6 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="one set's name")
     args = ap.parse_args()
 
-    from vtsearch import Engine
     from vtsearch.indexer.tagging import label_vectors
     from vtsearch.models.calibration import load_tag_calibration
     from vtsearch.models.registry import load_embedder
@@ -68,15 +52,13 @@ def main() -> None:
     cal = load_tag_calibration(embedder)
     print(f"machine: {machine()}; calibration: {cal}")
     rows, table = [], []
-    for name, folder in sets().items():
+    for name, folder in zeroshot_sets().items():
         if args.only and name != args.only:
             continue
-        classes = classes_of(folder)
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
         labels = [label(c) for c in classes]
-        coll = CACHE / f"tags-{name}-{embedder.revision}"
-        eng = Engine(coll, embedder=embedder)
         with Timer() as t_index:
-            eng.index(folder)
+            eng = zeroshot_collection(name, folder, embedder)
         with Timer() as t_tag:
             report = eng.tag(labels, name="bench")  # the same labels: only new photos re-tagged
         catalog = eng._parts.catalog(create=False)

@@ -1,6 +1,7 @@
 // vtsearch web page: search box, dense grid, large view, heatmaps. No framework, no build step.
-// The query lives in the address (/?q=..., /?similar=ID), so a search can be bookmarked; so do
-// the filters (&after=...&before=...&in=...&orientation=..., the API's own parameters).
+// The query lives in the address (/?q=..., /?similar=ID, /?view=dupes), so a search can be
+// bookmarked; so do the filters (&after=...&in=...&orientation=...&tag=..., the API's own
+// parameters).
 "use strict";
 
 (() => {
@@ -12,6 +13,8 @@
     form: $("#search-form"),
     q: $("#q"),
     pick: $("#pick"),
+    dupes: $("#dupes"),
+    dupeGroups: $("#dupe-groups"),
     status: $("#status"),
     reindex: $("#reindex"),
     progress: $("#index-progress"),
@@ -45,17 +48,21 @@
     fRoot: $("#f-root"),
     fSub: $("#f-sub"),
     fOrientation: $("#f-orientation"),
+    fTag: $("#f-tag"),
+    fTagLabel: $("#f-tag-label"),
+    filters: $("#filters"),
     fClear: $("#f-clear"),
   };
 
-  // The search filters the API takes; the bar sets four of them, the others pass through from
+  // The search filters the API takes; the bar sets five of them, the others pass through from
   // the address (a bookmark with &min_width=2000 keeps it).
   const FILTER_KEYS = ["in", "glob", "after", "before", "orientation", "min_width", "min_height",
-    "file_type", "min_score"];
+    "file_type", "tag", "min_score"];
 
   const state = {
-    mode: null, // {kind: "text", q} | {kind: "similar", id, name} | {kind: "image", file, key}
-    results: [],
+    // {kind: "text", q} | {kind: "similar", id, name} | {kind: "image", file, key} | {kind: "dupes"}
+    mode: null,
+    results: [], // the grid's results, or the duplicate groups' files, in order
     ids: new Set(),
     hasMore: false,
     loading: false,
@@ -172,6 +179,7 @@
     const params = new URLSearchParams(location.search);
     const similar = params.get("similar");
     if (similar) return { kind: "similar", id: similar };
+    if (params.get("view") === "dupes") return { kind: "dupes" };
     const q = (params.get("q") || "").trim();
     if (q) return { kind: "text", q };
     const key = history.state && history.state.image;
@@ -190,6 +198,7 @@
     const params = new URLSearchParams();
     if (mode && mode.kind === "text") params.append("q", mode.q);
     if (mode && mode.kind === "similar") params.append("similar", mode.id);
+    if (mode && mode.kind === "dupes") params.append("view", "dupes");
     for (const [key, value] of state.filters) params.append(key, value);
     const query = params.toString();
     return query ? `/?${query}` : "/";
@@ -235,14 +244,29 @@
     el.summary.replaceChildren();
     clearError();
 
+    // The duplicates take the grid's place; the filters do not apply to them.
+    const dupes = Boolean(mode && mode.kind === "dupes");
+    el.grid.hidden = dupes;
+    el.gridEnd.hidden = dupes;
+    el.filters.hidden = dupes;
+    el.dupeGroups.hidden = !dupes;
+    el.dupeGroups.replaceChildren();
+    if (dupes) el.dupes.setAttribute("aria-current", "page");
+    else el.dupes.removeAttribute("aria-current");
+
     el.q.value = mode && mode.kind === "text" ? mode.q : "";
     document.title = mode && mode.kind === "text" ? `${mode.q} · vtsearch` : "vtsearch";
+    if (dupes) document.title = "duplicates · vtsearch";
     if (!mode) {
       idleSummary();
       return;
     }
     if (mode.kind === "image-gone") {
       el.summary.textContent = "That search was by a dropped image, which a reload forgets: drop it again.";
+      return;
+    }
+    if (dupes) {
+      loadDupes();
       return;
     }
     el.summary.textContent = "Searching…";
@@ -415,6 +439,109 @@
     navigate(q ? { kind: "text", q } : null);
   });
 
+  // ---------------------------------------------------------------- duplicates
+
+  el.dupes.addEventListener("click", () => {
+    if (el.viewer.open) el.viewer.close();
+    navigate({ kind: "dupes" });
+  });
+
+  async function loadDupes() {
+    const seq = state.seq;
+    const controller = new AbortController();
+    state.abort = controller;
+    el.summary.textContent = "Looking for copies…";
+    try {
+      const data = await api("/api/dupes", { signal: controller.signal });
+      if (seq === state.seq) renderDupes(data);
+    } catch (err) {
+      if (seq !== state.seq) return;
+      el.summary.textContent = "";
+      showError(err);
+    }
+  }
+
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+  function renderDupes(data) {
+    const groups = data.groups || [];
+    const how = `copies: similarity ${fmtScore(data.threshold)} or more, measured by ${data.measure}`;
+    if (!groups.length) {
+      el.summary.classList.add("empty");
+      el.summary.textContent = `No duplicates: no two photos are copies of each other (${how}).`;
+      return;
+    }
+    const spares = groups.flatMap((g) => g.files.slice(1));
+    const spareBytes = spares.reduce((sum, f) => sum + (f.bytes || 0), 0);
+    el.summary.textContent =
+      `${plural(groups.length, "group")} of copies, ${plural(spares.length, "spare file")} ` +
+      `(${fmtBytes(spareBytes)}); the first of each group is the one to keep (${how}).`;
+    el.dupeGroups.append(...groups.map(dupeGroup));
+  }
+
+  function dupeGroup(group) {
+    const section = document.createElement("section");
+    section.className = "dupe-group";
+    const title = document.createElement("h2");
+    title.textContent = `${group.kind === "exact" ? "exact" : "near"} copies · ${group.files.length} files`;
+    const list = document.createElement("ol");
+    list.append(...group.files.map(dupeFile));
+    section.append(title, list);
+    return section;
+  }
+
+  // Each file joins state.results too, so the large view can show it and step through them all.
+  function dupeFile(f) {
+    const i = state.results.length;
+    state.results.push(f);
+    const name = basename(f.path);
+    const copy = f.exact ? "exact copy" : "near copy";
+    const mark = f.keep ? "keep" : copy;
+    const similarity = f.keep ? "" : `similarity ${fmtScore(f.similarity)}`;
+
+    const item = document.createElement("li");
+    item.className = f.keep ? "dupe keep" : "dupe";
+    const thumb = document.createElement("button");
+    thumb.type = "button";
+    thumb.className = "dupe-thumb";
+    thumb.dataset.index = String(i);
+    thumb.dataset.id = String(f.id);
+    thumb.title = f.root ? `${f.root}/${f.path}` : f.path;
+    thumb.setAttribute("aria-label", [name, mark, similarity].filter(Boolean).join(", "));
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.alt = name;
+    img.src = f.thumb;
+    const badge = document.createElement("span");
+    badge.className = "mark";
+    badge.textContent = mark;
+    thumb.append(img, badge);
+
+    const caption = document.createElement("div");
+    caption.className = "dupe-facts";
+    const path = document.createElement("div");
+    path.className = "dupe-path";
+    path.textContent = f.path;
+    const facts = [
+      f.width && f.height ? `${f.width} × ${f.height}` : "size unknown",
+      fmtBytes(f.bytes),
+      f.format,
+    ].filter(Boolean);
+    caption.append(path, facts.join(" · "));
+    if (similarity) caption.append(document.createElement("br"), similarity);
+    item.append(thumb, caption);
+    return item;
+  }
+
+  el.dupeGroups.addEventListener("click", (ev) => {
+    const thumb = ev.target.closest(".dupe-thumb");
+    if (thumb) openViewer(Number(thumb.dataset.index));
+  });
+
+  const showingDupes = () => Boolean(state.mode && state.mode.kind === "dupes");
+  const dupeThumb = (i) => el.dupeGroups.querySelector(`.dupe-thumb[data-index="${i}"]`);
+
   // ---------------------------------------------------------------- search by image
 
   function searchByImage(file) {
@@ -560,7 +687,8 @@
     if (ev.target === el.q) {
       if (ev.key === "ArrowDown" && state.results.length) {
         ev.preventDefault();
-        setCurrent(Math.max(state.current, 0));
+        if (showingDupes()) dupeThumb(0).focus();
+        else setCurrent(Math.max(state.current, 0));
       } else if (ev.key === "Escape") {
         el.q.blur();
       }
@@ -594,7 +722,8 @@
     const dt = document.createElement("dt");
     dt.textContent = label;
     const dd = document.createElement("dd");
-    dd.textContent = value;
+    if (value instanceof Node) dd.append(value);
+    else dd.textContent = value;
     if (title) dd.title = title;
     el.meta.append(dt, dd);
   }
@@ -609,14 +738,37 @@
     metaRow("taken", fmtDate(d.taken_at) || "unknown", d.taken_at || undefined);
     metaRow("format", info ? d.format || "unknown" : "…");
     metaRow("file size", info ? fmtBytes(d.bytes) : "…");
-    metaRow("score", fmtScore(r.score));
+    if (r.score !== null && r.score !== undefined) metaRow("score", fmtScore(r.score));
     if (r.bi_score !== null && r.bi_score !== undefined) metaRow("bi-encoder", fmtScore(r.bi_score));
     if (r.rerank_score !== null && r.rerank_score !== undefined) {
       metaRow("re-ranker", fmtScore(r.rerank_score));
     }
     if (r.prior !== null && r.prior !== undefined) metaRow("prior", fmtScore(r.prior));
     metaRow("id", String(d.id));
+    if (info && info.tags && info.tags.length) metaRow("tags", tagButtons(info.tags));
   }
+
+  function tagButtons(tags) {
+    const list = document.createElement("span");
+    list.className = "tags";
+    for (const tag of tags) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "tag";
+      b.dataset.tag = tag;
+      b.textContent = tag;
+      b.title = `Only photos tagged “${tag}”`;
+      list.append(b);
+    }
+    return list;
+  }
+
+  el.meta.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-tag]");
+    if (!b) return;
+    el.viewer.close();
+    filterByTag(b.dataset.tag);
+  });
 
   async function openViewer(i) {
     const r = state.results[i];
@@ -690,7 +842,8 @@
   el.viewer.addEventListener("close", () => {
     hideExplain();
     el.img.removeAttribute("src");
-    if (state.viewing >= 0) setCurrent(state.viewing);
+    if (state.viewing >= 0 && showingDupes()) dupeThumb(state.viewing)?.focus();
+    else if (state.viewing >= 0) setCurrent(state.viewing);
     state.viewing = -1;
   });
 
@@ -931,10 +1084,24 @@
     applyFilters();
   }
 
+  const searching = () => Boolean(state.mode && ["text", "similar", "image"].includes(state.mode.kind));
+
   function applyFilters() {
     renderFilterBar();
-    if (state.mode && state.mode.kind !== "image-gone") navigate(state.mode);
-    else history.replaceState(history.state, "", urlFor(null));
+    if (searching()) navigate(state.mode);
+    else history.replaceState(history.state, "", urlFor(state.mode));
+  }
+
+  /** Narrow the search to one tag (the picker holds one; more come only from the address).
+   *  With no search to narrow (the start, the duplicates), the tag's name is the search. */
+  function filterByTag(tag) {
+    if (!tag || searching()) {
+      setFilter("tag", tag);
+      return;
+    }
+    state.filters = [...state.filters.filter(([k]) => k !== "tag"), ["tag", tag]];
+    renderFilterBar();
+    navigate({ kind: "text", q: tag });
   }
 
   // A date as the API reads it (YYYY, YYYY-MM, YYYY-MM-DD...) -> the day a date input shows.
@@ -965,7 +1132,12 @@
     el.fRoot.value = root || "";
     el.fSub.value = root ? where.slice(root.length).replace(/^\/+/, "") : where;
     el.fOrientation.value = filterValue("orientation");
-    for (const input of [el.fAfter, el.fUntil, el.fRoot, el.fSub, el.fOrientation]) {
+    // A tag the list lacks (a bookmark from before a re-tag) still shows, so it can be cleared.
+    const tag = filterValue("tag");
+    if (tag && ![...el.fTag.options].some((o) => o.value === tag)) el.fTag.append(new Option(tag, tag));
+    el.fTag.value = tag;
+    el.fTagLabel.hidden = el.fTag.options.length < 2;
+    for (const input of [el.fAfter, el.fUntil, el.fRoot, el.fSub, el.fOrientation, el.fTag]) {
       input.classList.toggle("set", Boolean(input.value));
     }
     el.fClear.hidden = state.filters.length === 0;
@@ -980,11 +1152,27 @@
     renderFilterBar();
   }
 
+  function fillTags(tags) {
+    el.fTag.replaceChildren(new Option("any tag", ""));
+    for (const t of tags) el.fTag.append(new Option(`${t.tag} (${t.images})`, t.tag));
+    renderFilterBar();
+  }
+
+  async function loadTags() {
+    try {
+      const data = await api("/api/tags");
+      fillTags(data.tags || []);
+    } catch (err) {
+      if (err.status !== 404) showError(err); // 404: nothing indexed yet, so no tags either
+    }
+  }
+
   el.fAfter.addEventListener("change", () => setFilter("after", el.fAfter.value));
   el.fUntil.addEventListener("change", () =>
     setFilter("before", el.fUntil.value ? addDays(el.fUntil.value, 1) : ""),
   );
   el.fOrientation.addEventListener("change", () => setFilter("orientation", el.fOrientation.value));
+  el.fTag.addEventListener("change", () => filterByTag(el.fTag.value));
 
   // The folder: the chosen root, and below it what the text box says (a path of its own when
   // it starts with "/"; relative with "all folders": that folder inside any indexed one).
@@ -1028,6 +1216,7 @@
         ...(s.roots || []).map((r) => `${r.path}: ${r.images} images${r.exists ? "" : " (missing)"}`),
       ].join("\n");
       el.reindex.hidden = !s.can_index;
+      el.dupes.hidden = s.indexed === 0; // nothing to compare
       fillRoots(s.roots || []);
       if (!state.mode) idleSummary();
       return s;
@@ -1080,7 +1269,7 @@
         } else if (job.state === "done") {
           const summary = summariseReport(job.report);
           el.indexText.textContent = `re-indexed${summary ? `: ${summary}` : ""}`;
-          await loadStatus();
+          await Promise.all([loadStatus(), loadTags()]);
           if (state.mode && state.mode.kind !== "image-gone") run(state.mode);
         } else {
           el.indexText.textContent = "";
@@ -1126,6 +1315,7 @@
     state.filters = filtersFromLocation();
     renderFilterBar();
     run(mode);
+    loadTags();
     const status = await loadStatus();
     if (status && status.can_index) {
       try {

@@ -1,6 +1,7 @@
 """The web page of `vtsearch serve`, used the way a person uses it: in a real headless Chromium.
 
-A real `vtsearch serve` subprocess serves the sample photos (indexed with the default model);
+A real `vtsearch serve` subprocess serves the sample photos (indexed with the default model,
+tagged, with one duplicate planted);
 Playwright drives Debian's `chromium` (never a downloaded browser). Each step saves a screenshot
 under the test's tmp_path. Skips when chromium or the playwright package is missing; CI installs
 both (`.ci/run`, the `dev` extra).
@@ -12,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +40,11 @@ sync_api = pytest.importorskip(
 expect = sync_api.expect
 
 TIMEOUT_MS = 20_000  # the first query on a cold server loads the re-ranker
+#: The 19 samples and a byte copy of raccoon.jpg.
+N_PHOTOS = 20
+#: Zero-shot tags for the collection: cat_chelsea.png's first is "cat", rocket_launch.jpg's
+#: "rocket" (tests/e2e/test_tags.py).
+LABELS = "cat,rocket,coins,coffee,flower,raccoon,astronaut"
 
 
 def _free_port() -> int:
@@ -86,19 +93,31 @@ def serve(db: Path, *options: str, token: str | None = None):
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory, lite) -> Path:
-    """The sample photos indexed with the default model."""
-    db = tmp_path_factory.mktemp("web") / "coll"
+def folder(tmp_path_factory) -> Path:
+    """The sample photos and copies/raccoon.jpg, a byte copy made now: the newer file, so the
+    original is the one to keep."""
+    photos = tmp_path_factory.mktemp("web") / "photos"
+    shutil.copytree(SAMPLES, photos)  # file times kept
+    (photos / "copies").mkdir()
+    shutil.copy(SAMPLES / "raccoon.jpg", photos / "copies" / "raccoon.jpg")
+    return photos
+
+
+@pytest.fixture(scope="module")
+def collection(folder, lite) -> Path:
+    """The photos indexed with the default model and tagged."""
+    db = folder.parent / "coll"
     with Engine(db, embedder=lite) as eng:
-        report = eng.index(SAMPLES, workers=0)
-    assert report.failed == [] and report.embedded == 19
+        report = eng.index(folder, workers=0)
+        eng.tag(LABELS)
+    assert report.failed == [] and report.embedded == N_PHOTOS
     return db
 
 
 @pytest.fixture(scope="module")
-def server(collection):
-    # --folder: the page's re-index button indexes the samples again.
-    with serve(collection, "--folder", str(SAMPLES)) as base:
+def server(collection, folder):
+    # --folder: the page's re-index button indexes the photos again.
+    with serve(collection, "--folder", str(folder)) as base:
         yield base
 
 
@@ -146,6 +165,19 @@ class Page:
         first.evaluate("img => img.decode()")
         assert first.evaluate("img => img.naturalWidth") > 0
 
+    def tile_ids(self) -> list[int]:
+        return self.page.locator("#grid .tile").evaluate_all(
+            "els => els.map(e => Number(e.dataset.id))"
+        )
+
+    def tab_to(self, target, limit: int = 40) -> None:
+        """Press Tab until ``target`` (a locator) has the focus, as a keyboard user would."""
+        for _ in range(limit):
+            if target.evaluate("e => e === document.activeElement"):
+                return
+            self.page.keyboard.press("Tab")
+        pytest.fail(f"{limit} presses of Tab never reached {target}")
+
     def close(self) -> None:
         self.context.close()
 
@@ -176,7 +208,7 @@ def test_text_search_large_view_similar_and_why(web):
     page = web.page
     page.goto(web.base + "/")
     expect(page.locator("#q")).to_be_focused()
-    expect(page.locator("#status")).to_contain_text("19 photos")
+    expect(page.locator("#status")).to_contain_text(f"{N_PHOTOS} photos")
     web.shot("start")
 
     # A text search: the cat first, the query in the address.
@@ -191,7 +223,7 @@ def test_text_search_large_view_similar_and_why(web):
     web.expect_first("cat_chelsea.png")
     expect(page.locator("#q")).to_have_value("a cat")
     cat_grid = web.tile_names()
-    assert len(cat_grid) == 19
+    assert len(cat_grid) == N_PHOTOS
 
     # The large view with its metadata; right and left walk the results.
     page.locator("#grid .tile").first.click()
@@ -205,7 +237,7 @@ def test_text_search_large_view_similar_and_why(web):
     page.locator("#viewer-img").evaluate("img => img.decode()")
     web.shot("large-view")
     page.keyboard.press("ArrowRight")
-    expect(page.locator("#position")).to_have_text("2 / 19")
+    expect(page.locator("#position")).to_have_text(f"2 / {N_PHOTOS}")
     expect(page.locator("#meta-name")).to_have_text(cat_grid[1])
     page.keyboard.press("ArrowLeft")
     expect(page.locator("#meta-name")).to_have_text("cat_chelsea.png")
@@ -283,7 +315,7 @@ def test_keyboard_moves_through_the_grid(web):
     page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")
     expect(page.locator("#viewer")).to_be_visible()
-    expect(page.locator("#position")).to_have_text("2 / 19")
+    expect(page.locator("#position")).to_have_text(f"2 / {N_PHOTOS}")
     page.keyboard.press("Escape")
     expect(page.locator("#viewer")).to_be_hidden()
     assert focused() == 1
@@ -292,7 +324,7 @@ def test_keyboard_moves_through_the_grid(web):
 def test_search_by_dropped_and_picked_image(web):
     page = web.page
     page.goto(web.base + "/")
-    expect(page.locator("#status")).to_contain_text("19 photos")
+    expect(page.locator("#status")).to_contain_text(f"{N_PHOTOS} photos")
 
     # Drop a photo's bytes onto the page, as a file dragged from the desktop would be.
     data = base64.b64encode((SAMPLES / "coffee_cup.jpg").read_bytes()).decode()
@@ -337,7 +369,7 @@ def test_pages_through_results(web):
     requests = []
     page.on("request", lambda r: requests.append(r.url) if "/api/search" in r.url else None)
     page.reload()
-    expect(page.locator("#grid .tile")).to_have_count(19)
+    expect(page.locator("#grid .tile")).to_have_count(N_PHOTOS)
     expect(page.locator("#more")).to_be_hidden()
     assert web.tile_names() == one_page
     assert len(requests) == 4 and "offset=15" in requests[-1], requests
@@ -372,8 +404,134 @@ def test_reindex_shows_progress_until_done(web):
     expect(page.locator("#index-text")).to_contain_text("re-indexed", timeout=60_000)
     expect(page.locator("#index-progress")).to_be_hidden()
     expect(page.locator("#message")).to_be_hidden()
-    expect(page.locator("#status")).to_contain_text("19 photos")
+    expect(page.locator("#status")).to_contain_text(f"{N_PHOTOS} photos")
     web.shot("reindexed")
+
+
+def test_tag_filter_narrows_the_grid_and_stays_in_the_address(web):
+    page = web.page
+    tiles = page.locator("#grid .tile")
+    page.goto(web.base + "/?q=a+photo")
+    expect(tiles).to_have_count(N_PHOTOS)
+
+    # The picker lists the tags of /api/tags with their counts.
+    tag = page.locator("#f-tag")
+    expect(tag).to_be_visible()
+    counts = {t["tag"]: t["images"] for t in _get_json(web.base + "/api/tags")["tags"]}
+    expect(tag.locator("option[value='cat']")).to_have_text(f"cat ({counts['cat']})")
+
+    tag.select_option("cat")
+    page.wait_for_url("**/?q=a+photo&tag=cat")
+    want = [r["id"] for r in _get_json(web.base + "/api/search?q=a+photo&tag=cat&k=60")["results"]]
+    assert 0 < len(want) < N_PHOTOS and "cat_chelsea.png" in web.tile_names()
+    expect(tiles).to_have_count(len(want))
+    assert web.tile_ids() == want  # the API's answer, in its order
+    expect(page.locator("#summary")).to_contain_text("(filtered)")
+    expect(tag).to_have_class(re.compile(r"\bset\b"))
+    web.shot("tag-cat")
+
+    # The address keeps it.
+    page.reload()
+    expect(tag).to_have_value("cat")
+    expect(tiles).to_have_count(len(want))
+    assert web.tile_ids() == want
+
+    # "clear filters" drops it.
+    page.locator("#f-clear").click()
+    page.wait_for_url("**/?q=a+photo")
+    expect(tag).to_have_value("")
+    expect(tiles).to_have_count(N_PHOTOS)
+
+
+def test_a_tag_in_the_large_view_filters_by_it(web):
+    page = web.page
+    page.goto(web.base + "/?q=a+photo")
+    expect(page.locator("#grid .tile")).to_have_count(N_PHOTOS)
+    page.locator("#grid .tile:has(img[alt='rocket_launch.jpg'])").click()
+    expect(page.locator("#meta-name")).to_have_text("rocket_launch.jpg")
+    # The image's tags, most similar first, each a button.
+    tags = page.locator("#meta button[data-tag]")
+    expect(tags.first).to_have_text("rocket")
+    web.shot("viewer-tags")
+
+    # From the keyboard: Tab to it, Enter.
+    web.tab_to(page.locator('#meta button[data-tag="rocket"]'))
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/?q=a+photo&tag=rocket")
+    expect(page.locator("#viewer")).to_be_hidden()
+    expect(page.locator("#f-tag")).to_have_value("rocket")
+    want = _get_json(web.base + "/api/search?q=a+photo&tag=rocket&k=60")["results"]
+    expect(page.locator("#grid .tile")).to_have_count(len(want))
+    assert web.tile_ids() == [r["id"] for r in want]
+    assert "rocket_launch.jpg" in web.tile_names()
+
+
+def test_duplicates_view_by_keyboard(web):
+    page = web.page
+    page.goto(web.base + "/?q=a+photo")
+    expect(page.locator("#grid .tile")).to_have_count(N_PHOTOS)
+    page.locator("#dupes").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/?view=dupes")
+    expect(page.locator("#grid")).to_be_hidden()
+    expect(page.locator("#dupes")).to_have_attribute("aria-current", "page")
+
+    found = _get_json(web.base + "/api/dupes")
+    groups = page.locator("#dupe-groups .dupe-group")
+    expect(groups).to_have_count(len(found["groups"]))
+    (want,) = [g for g in found["groups"] if g["files"][0]["path"] == "raccoon.jpg"]
+    assert [f["path"] for f in want["files"]] == ["raccoon.jpg", "copies/raccoon.jpg"]
+    raccoon = groups.filter(has=page.locator(".dupe-path", has_text=re.compile("^raccoon.jpg$")))
+    expect(raccoon.locator("h2")).to_contain_text("exact copies")
+    keep, copy = raccoon.locator(".dupe").nth(0), raccoon.locator(".dupe").nth(1)
+    expect(raccoon.locator(".dupe")).to_have_count(2)
+    # The one to keep first, marked; the copy says what it is and how similar.
+    expect(keep).to_have_class(re.compile(r"\bkeep\b"))
+    expect(keep.locator(".mark")).to_have_text("keep")
+    expect(keep.locator(".dupe-path")).to_have_text("raccoon.jpg")
+    f = want["files"][0]
+    expect(keep).to_contain_text(f"{f['width']} × {f['height']}")
+    expect(copy.locator(".mark")).to_have_text("exact copy")
+    expect(copy.locator(".dupe-path")).to_have_text("copies/raccoon.jpg")
+    expect(copy).to_contain_text(f"similarity {want['files'][1]['similarity']:.3f}")
+    for img in raccoon.locator("img").all():
+        img.evaluate("img => img.decode()")
+        assert img.evaluate("img => img.naturalWidth") > 0
+    web.shot("dupes")
+
+    # By keyboard: Tab to the copy, Enter opens it large; Esc gives the focus back.
+    thumb = copy.locator(".dupe-thumb")
+    web.tab_to(thumb)
+    page.keyboard.press("Enter")
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#meta")).to_contain_text("copies/raccoon.jpg")
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).to_be_hidden()
+    expect(thumb).to_be_focused()
+
+    # The view is in the address: reload and back work; a new search returns to the grid.
+    page.reload()
+    expect(groups).to_have_count(len(found["groups"]))
+    page.go_back()
+    page.wait_for_url("**/?q=a+photo")
+    expect(page.locator("#dupe-groups")).to_be_hidden()
+    expect(page.locator("#grid .tile")).to_have_count(N_PHOTOS)
+    page.go_forward()
+    expect(groups).to_have_count(len(found["groups"]))
+    web.search("a cat")
+    page.wait_for_url("**/?q=a+cat")
+    expect(page.locator("#dupe-groups")).to_be_hidden()
+    web.expect_first("cat_chelsea.png")
+
+    # A tag of a copy's large view: no search to narrow, so the tag is the search.
+    page.go_back()
+    page.wait_for_url("**/?view=dupes")
+    thumb.click()
+    page.locator('#meta button[data-tag="raccoon"]').click()
+    page.wait_for_url("**/?q=raccoon&tag=raccoon")
+    expect(page.locator("#grid")).to_be_visible()
+    expect(page.locator("#f-tag")).to_have_value("raccoon")
+    web.expect_first("raccoon.jpg")
 
 
 def test_token_link_signs_the_browser_in(browser, collection, tmp_path):
@@ -386,7 +544,7 @@ def test_token_link_signs_the_browser_in(browser, collection, tmp_path):
             assert page.goto(base + "/").status == 401
             page.goto(base + "/?token=s3cret-token")
             page.wait_for_url(base + "/")  # the token leaves the address
-            expect(page.locator("#status")).to_contain_text("19 photos")
+            expect(page.locator("#status")).to_contain_text(f"{N_PHOTOS} photos")
             expect(page.locator("#reindex")).to_be_hidden()  # no --folder: nothing to re-index
             web.search("a cat")
             web.expect_first("cat_chelsea.png")
@@ -491,6 +649,26 @@ def test_filter_bar_narrows_the_grid_and_stays_in_the_address(browser, by_year, 
         page.wait_for_url("**/?similar=*&in=*2023")
         expect(tiles).to_have_count(5)
         assert set(web.tile_names()) == set(IN_2023) - {"cat_chelsea.png"}
+    finally:
+        web.close()
+    assert web.errors == [], web.errors
+
+
+def test_no_tags_and_no_duplicates(browser, by_year, tmp_path):
+    """A collection never tagged shows no tag picker; one without copies says so."""
+    base, _ = by_year
+    web = Page(browser, base, tmp_path)
+    page = web.page
+    try:
+        page.goto(base + "/?view=dupes")
+        summary = page.locator("#summary")
+        expect(summary).to_contain_text("No duplicates")
+        expect(summary).to_have_class("empty")
+        expect(page.locator("#dupe-groups .dupe-group")).to_have_count(0)
+        web.shot("no-dupes")
+        web.search("a photo")
+        expect(page.locator("#grid .tile")).to_have_count(19)
+        expect(page.locator("#f-tag")).to_be_hidden()
     finally:
         web.close()
     assert web.errors == [], web.errors

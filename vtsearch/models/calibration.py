@@ -22,7 +22,7 @@ CALIBRATIONS = Path(__file__).parent / "weights" / "tag-calibration.json"
 @dataclass(frozen=True)
 class TagCalibration:
     """``confidence = sigmoid(slope * similarity + bias)``; labels at ``threshold`` or more are
-    kept (the threshold with the best F1 where it was fitted)."""
+    kept (where it was fitted, the lowest threshold at which half the kept labels are right)."""
 
     slope: float
     bias: float

@@ -11,10 +11,16 @@ from vtsearch.storage.vectors import VectorIndex
 
 
 def combine(vectors: np.ndarray, weights: list[float]) -> np.ndarray:
-    """Weighted sum of unit vectors, re-normalised: the query direction."""
-    v = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(0)
+    """Weighted sum of query vectors, scaled to their weighted mean length: the query direction
+    at the length the model gives its queries (1 for most; vtsearch-lite's carry the scale that
+    makes its caption and label scores comparable, see ``LiteHeads.text_vectors``)."""
+    w = np.asarray(weights, dtype=np.float32)
+    v = (w[:, None] * vectors).sum(0)
     n = float(np.linalg.norm(v))
-    return v / n if n > 0 else v
+    if n == 0:
+        return v
+    lengths = np.linalg.norm(vectors.astype(np.float32), axis=1)
+    return v * (float((np.abs(w) * lengths).sum() / np.abs(w).sum()) / n)
 
 
 #: An IVF-PQ index ranks by lossy codes (R@10 0.37 at 100k synthetic vectors): it is asked for

@@ -23,7 +23,7 @@ def test_finetune_on_a_captioned_folder_writes_a_usable_scorer(tmp_path):
     base.reducer.fit(torch.randn(300, 1280))
     attach_heads(base, load_heads())
     base_path = tmp_path / "base.safetensors"
-    bank = torch.nn.functional.normalize(torch.randn(64, 1152), dim=1)
+    bank = torch.nn.functional.normalize(torch.randn(64, load_heads().config.dim), dim=1)
     settings = {"mix": 0.05, "alpha": 0.5, "beta": 20.0}
     off = {"mix": 0.0, "alpha": 0.8, "beta": 20.0}  # as shipped: image->text by the prior alone
     save_fusion(

@@ -21,16 +21,15 @@ from vtsearch.models.calibration import load_tag_calibration
 from vtsearch.server.app import create_app
 from vtsearch.storage.filters import Filters
 
-#: A label for seven of the samples, each that sample's top label.
+#: Labels for seven of the samples; five of them are their sample's top label (the default
+#: model puts the coins and the astronaut nearest "rocket").
 LABELS = "cat,rocket,coins,coffee,flower,raccoon,astronaut"
 TOP = {
     "cat_chelsea.png": "cat",
     "rocket_launch.jpg": "rocket",
-    "greek_coins.png": "coins",
     "coffee_cup.jpg": "coffee",
     "dahlia_flower.jpg": "flower",
     "raccoon.jpg": "raccoon",
-    "astronaut_eileen_collins.jpg": "astronaut",
 }
 N_SAMPLES = 19
 
@@ -100,12 +99,12 @@ def test_tagging_again_scores_only_new_images_and_forgets_changed_ones(tmp_path,
     assert (again.scored, again.already, again.replaced) == (1, 3, False)
     assert eng.image(by_name(eng)["raccoon.jpg"]).tags[0] == "raccoon"
     # A changed file is a new row: the old one's tags go with it, the new one is scored.
-    shutil.copyfile(SAMPLES / "greek_coins.png", photos / "cat_chelsea.png")
+    shutil.copyfile(SAMPLES / "dahlia_flower.jpg", photos / "cat_chelsea.png")
     eng.index(photos, workers=0)
     cat = eng._parts.catalog(create=False)
     assert cat.tag_sets()[0].images == 3
     third = eng.tag(LABELS)
-    assert third.scored == 1 and eng.image(by_name(eng)["cat_chelsea.png"]).tags[0] == "coins"
+    assert third.scored == 1 and eng.image(by_name(eng)["cat_chelsea.png"]).tags[0] == "flower"
     # Other labels (or another rule) re-tag everything; a second set lives beside the first.
     changed = eng.tag(LABELS + ",dog")
     assert changed.replaced and changed.scored == 4

@@ -105,8 +105,40 @@ def test_vectors_are_unit_norm_with_model_dim(model: LiteEmbedder) -> None:
     assert txt.vectors.shape == (2, model.dim)
     assert img.tokens.shape == (2, 49, 1280)
     assert txt.states.shape[:2] == txt.mask.shape and txt.states.shape[-1] == 384
-    for v in (img.vectors, txt.vectors):
-        torch.testing.assert_close(v.norm(dim=-1), torch.ones(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(img.vectors.norm(dim=-1), torch.ones(2), atol=1e-4, rtol=0)
+
+
+def test_captions_score_as_before_the_concept_branch_and_labels_read_it(model: LiteEmbedder):
+    """Image vectors are ``[sqrt(a) heads, sqrt(1-a) ConSE, sqrt(c) concepts] / sqrt(1+c)``; a
+    caption is ``sqrt(1+c) [sqrt(a) heads, sqrt(1-a) ConSE, 0]`` (so its score is the one
+    without the branch) and a label ``sqrt(1+c) [la/sqrt(a) heads, 0, (1-la)/sqrt(c) mpnet]``
+    (so ``la cos(heads) + (1-la) cos(concepts)``), each part a unit vector; a label made of common
+    caption words ("a dog") is scored as a caption."""
+    cfg = model.heads.config
+    assert cfg.concept_dim == 768 and model.dim == 1920 and "dog" in cfg.caption_words
+    a, c, la, spread = (
+        cfg.alpha,
+        cfg.concept_weight,
+        cfg.label_alpha,
+        (1 + cfg.concept_weight) ** 0.5,
+    )
+    hd = cfg.members * cfg.out_dim
+    img = model.encode_pil([_sample("coffee.png")]).vectors[0]
+    caption, label, common = model.encode_texts(
+        ["a dog running on a beach with a ball", "a photo of a tulip", "a dog"]
+    ).vectors
+
+    def norms(v: torch.Tensor) -> list[float]:
+        return [float(v[:hd].norm()), float(v[hd:-768].norm()), float(v[-768:].norm())]
+
+    want = {
+        "image": [a**0.5 / spread, (1 - a) ** 0.5 / spread, c**0.5 / spread],
+        "caption": [spread * a**0.5, spread * (1 - a) ** 0.5, 0.0],
+        "label": [spread * la / a**0.5, 0.0, spread * (1 - la) / c**0.5],
+    }
+    for name, v in (("image", img), ("caption", caption), ("common", common), ("label", label)):
+        expected = want["caption" if name == "common" else name]
+        assert norms(v) == pytest.approx(expected, abs=1e-4), name
 
 
 def test_text_queries_find_their_sample_photo(model: LiteEmbedder) -> None:

@@ -186,3 +186,28 @@ def train_tag_calibration_cmd(ctx: click.Context, flickr: Path, out: Path | None
     fit = fit_tag_calibration(embedder, flickr)
     save_tag_calibration(embedder, fit.calibration, out or CALIBRATIONS)
     click.echo(json.dumps(asdict(fit), indent=2))
+
+
+@train.command("concept-branch")
+@_flickr_option
+@_cache_option
+@click.option("--label-alpha", type=float, default=0.1, show_default=True)
+@click.option("--style", default="photo_definition", show_default=True, help="Class texts.")
+def train_concept_branch_cmd(
+    flickr: Path, cache: Path | None, label_alpha: float, style: str
+) -> None:
+    """Add the concept branch (all-mpnet-base-v2 ConSE vectors, read by label-like queries) to
+    the shipped vtsearch-lite weights, and carry the re-ranker's query banks over.
+
+    \b
+    Example:
+      vtsearch train concept-branch --flickr ../shared/data/flickr8k
+    """
+    from vtsearch.training.concept_branch import add_concept_branch
+
+    click.echo(
+        json.dumps(
+            add_concept_branch(flickr, cache_dir=cache, label_alpha=label_alpha, style=style),
+            indent=2,
+        )
+    )

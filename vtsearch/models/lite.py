@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -62,15 +63,30 @@ class LiteConfig:
     text_beta: float = 0.0
     #: Image heads also read the z-scored ImageNet logits, concatenated to the pooled features.
     image_logits: bool = False
+    #: The concept branch: a second ConSE vector of each image in all-mpnet-base-v2's space
+    #: (``concept_dim`` 768; 0: none), which label-like queries read (``query_kind``).
+    concept_dim: int = 0
+    #: Its share of an image vector's squared norm, next to the heads' and ConSE's 1.
+    concept_weight: float = 0.35
+    #: A label's score: ``label_alpha * cos(heads) + (1 - label_alpha) * cos(concepts)``.
+    label_alpha: float = 0.1
+    #: Which class texts its class vectors embed (``training.datasets.class_texts``).
+    concept_style: str = "photo_definition"
+    #: Words the caption heads know well (in at least 300 of Flickr8k's 6,000 training images'
+    #: captions): a label made of them alone ("a dog", "the beach") is scored as a caption.
+    caption_words: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
-        return self.members * self.out_dim + (TEXT_FEATURES if self.alpha < 1.0 else 0)
+        mixed = self.members * self.out_dim + (TEXT_FEATURES if self.alpha < 1.0 else 0)
+        return mixed + self.concept_dim
 
     @classmethod
     def from_json(cls, text: str) -> LiteConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        values = {k: v for k, v in json.loads(text).items() if k in known}
+        values["caption_words"] = tuple(values.get("caption_words", ()))
+        return cls(**values)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -128,6 +144,9 @@ class LiteHeads(nn.Module):
             for _ in range(c.members)
         )
         self.logit_scale = nn.Parameter(torch.full((c.members,), math.log(1 / 0.07)))
+        if c.concept_dim:
+            # Unit all-mpnet-base-v2 embeddings of the ImageNet class texts.
+            self.register_buffer("concept_emb", torch.zeros(NUM_CLASSES, c.concept_dim))
 
     def head_images(
         self, pooled: torch.Tensor, member: int | None = None, logits: torch.Tensor | None = None
@@ -153,11 +172,14 @@ class LiteHeads(nn.Module):
         parts = [F.normalize(h(x), dim=-1) for h in heads]
         return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
 
-    def _class_mixture(self, scores: torch.Tensor, k: int, temp: float) -> torch.Tensor:
+    def _class_mixture(
+        self, scores: torch.Tensor, k: int, temp: float, classes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        classes = self.class_emb if classes is None else classes
         probs = torch.softmax(scores.float() / temp, dim=-1)
         top, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
         top = top / top.sum(-1, keepdim=True)
-        return F.normalize(torch.einsum("bk,bkd->bd", top, self.class_emb[idx]), dim=-1)
+        return F.normalize(torch.einsum("bk,bkd->bd", top, classes[idx]), dim=-1)
 
     def conse(self, logits: torch.Tensor) -> torch.Tensor:
         """Unit ConSE vectors in MiniLM space from ImageNet logits ``[B, 1000]``."""
@@ -174,13 +196,50 @@ class LiteHeads(nn.Module):
     def image_vectors(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Final unit vectors from pooled Lite0 features ``[B, 1280]`` and logits ``[B, 1000]``."""
         head = self.head_images(pooled.float(), logits=logits)
-        return self._mix(head, lambda: self.conse(logits))
+        mixed = self._mix(head, lambda: self.conse(logits))
+        c = self.config
+        if not c.concept_dim:
+            return mixed
+        concepts = self._class_mixture(logits, c.topk, c.class_temp, self.concept_emb)
+        return torch.cat([mixed, math.sqrt(c.concept_weight) * concepts], -1) / self._spread
 
-    def text_vectors(self, minilm: torch.Tensor) -> torch.Tensor:
-        """Final unit vectors from unit MiniLM sentence vectors ``[B, 384]``."""
+    def text_vectors(
+        self,
+        minilm: torch.Tensor,
+        concepts: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final vectors from unit MiniLM sentence vectors ``[B, 384]``; with a concept branch,
+        rows where ``labels`` holds are labels, scored by their all-mpnet-base-v2 vectors
+        ``concepts`` (``[B, 768]``, any values in caption rows).
+
+        With a concept branch a vector is not of unit length: a caption's dot product with an
+        image vector is exactly ``alpha * cos(heads) + (1 - alpha) * cos(ConSE)``, as without
+        one, and a label's ``label_alpha * cos(heads) + (1 - label_alpha) * cos(concepts)``.
+        """
         minilm = minilm.float()
         head = self.head_texts(minilm)
-        return self._mix(head, lambda: self.text_conse(minilm))
+        mixed = self._mix(head, lambda: self.text_conse(minilm))
+        c = self.config
+        if not c.concept_dim:
+            return mixed
+        caption = torch.cat([mixed, mixed.new_zeros(len(mixed), c.concept_dim)], -1)
+        if labels is None or not bool(labels.any()):
+            return caption * self._spread
+        label = torch.cat(
+            [
+                (c.label_alpha / math.sqrt(c.alpha)) * head,
+                head.new_zeros(len(head), TEXT_FEATURES),
+                ((1.0 - c.label_alpha) / math.sqrt(c.concept_weight)) * concepts.float(),
+            ],
+            -1,
+        )
+        return torch.where(labels.view(-1, 1), label, caption) * self._spread
+
+    @property
+    def _spread(self) -> float:
+        """The image vectors' norm before they are made unit length."""
+        return math.sqrt(1.0 + self.config.concept_weight)
 
     def _mix(self, head: torch.Tensor, other: Callable[[], torch.Tensor]) -> torch.Tensor:
         a = self.config.alpha
@@ -234,6 +293,9 @@ class LiteEmbedder(Embedder):
         self._image_tower: torch.nn.Module | None = None
         self.text_tower = quiet_text_tower(traced=torch.device(device).type == "cpu").eval()
         self._transform: Callable[[Image.Image], torch.Tensor] | None = None
+        self._concept_tower: torch.nn.Module | None = None
+        self._concept_lock = threading.Lock()
+        self._caption_words = frozenset(self.heads.config.caption_words)
         self.device = torch.device("cpu")
         self.to(device)
 
@@ -268,10 +330,39 @@ class LiteEmbedder(Embedder):
         return ImageEmbedding(vectors=vectors, tokens=tokens)
 
     def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
+        texts = list(texts)
         with torch.inference_mode():
-            pooled, states, mask = self.text_tower(list(texts))
-            vectors = self.heads.text_vectors(pooled)
+            pooled, states, mask = self.text_tower(texts)
+            labels, concepts = None, None
+            cfg = self.heads.config
+            if cfg.concept_dim:
+                from vtsearch.models.query_kind import all_known, is_label
+
+                known = self._caption_words
+                flags = [is_label(t) and not all_known(t, known) for t in texts]
+                labels = torch.tensor(flags, device=pooled.device)
+                if bool(labels.any()):
+                    # Only the labels are encoded: captions never load the concept encoder.
+                    rows = labels.nonzero().flatten()
+                    concepts = pooled.new_zeros(len(texts), cfg.concept_dim)
+                    found = self.concept_tower([texts[i] for i in rows.tolist()])[0]
+                    concepts[rows] = found.to(concepts.dtype)
+            vectors = self.heads.text_vectors(pooled, concepts, labels)
         return TextEmbedding(vectors=vectors, states=states, mask=mask)
+
+    @property
+    def concept_tower(self) -> torch.nn.Module:
+        """all-mpnet-base-v2, loaded when the first label is encoded (0.3 s from its trace)."""
+        if self._concept_tower is None:
+            from vtsearch.models.mpnet import mpnet_path
+            from vtsearch.models.towers import quiet_text_tower
+
+            with self._concept_lock:
+                if self._concept_tower is None:
+                    traced = self.device.type == "cpu"
+                    tower = quiet_text_tower(traced=traced, path=mpnet_path()).eval()
+                    self._concept_tower = tower.to(self.device)
+        return self._concept_tower
 
     def text_tokens(self, text: str) -> list[str]:
         return self.text_tower.tokens(text)
@@ -283,7 +374,9 @@ class LiteEmbedder(Embedder):
 
             # The CPU trace may hold CPU constants; other devices run transformers' model.
             self.text_tower = quiet_text_tower(traced=False).eval()
-        for module in (self.heads, self._image_tower, self.text_tower):
+        if self._concept_tower is not None and self.device.type != "cpu":
+            self._concept_tower = None  # reloaded untraced on first use there
+        for module in (self.heads, self._image_tower, self.text_tower, self._concept_tower):
             if module is not None:
                 module.to(self.device)
         return self

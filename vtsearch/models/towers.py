@@ -7,6 +7,7 @@ architecture from timm's maintained ``tf_efficientnet_lite0``. Text: all-MiniLM-
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -290,16 +291,23 @@ def _traced_file(path: str, folder: Path) -> Path:
     weights = Path(path) / "model.safetensors"
     st = weights.stat() if weights.exists() else None
     key = f"{Path(path).resolve()}|{st and (st.st_size, st.st_mtime_ns)}|{torch.__version__}"
-    return folder / f"minilm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    stem = "minilm" if path == minilm_path() else Path(path).name
+    return folder / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def _fast_tokenizer(path: str):
-    """The model's own ``tokenizer.json`` with BERT's padding and the tower's truncation."""
+    """The model's own ``tokenizer.json`` with its padding token and the tower's truncation."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
     tok.enable_truncation(TEXT_MAX_TOKENS)
-    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    pad = "[PAD]"  # BERT's (MiniLM); MPNet's is "<pad>", named in its special tokens map
+    try:
+        named = json.loads((Path(path) / "special_tokens_map.json").read_text()).get("pad_token")
+        pad = named.get("content", pad) if isinstance(named, dict) else named or pad
+    except (OSError, ValueError):
+        pass
+    tok.enable_padding(pad_id=tok.token_to_id(pad) or 0, pad_token=pad)
     return tok
 
 
@@ -379,9 +387,10 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(info.index_to_description(i) for i in range(info.num_classes()))
 
 
-def quiet_text_tower(traced: bool = False) -> torch.nn.Module:
-    """A ``TextTower`` built without transformers' progress bar and info logging; ``traced``:
-    through the per-machine trace cache (fast cold start, CPU only)."""
+def quiet_text_tower(traced: bool = False, path: str | None = None) -> torch.nn.Module:
+    """A ``TextTower`` (MiniLM, or the sentence encoder in ``path``) built without transformers'
+    progress bar and info logging; ``traced``: through the per-machine trace cache (fast cold
+    start, CPU only)."""
     from vtsearch.config import cache_dir
 
-    return TextTower(traced_dir=cache_dir() if traced else None)
+    return TextTower(path, traced_dir=cache_dir() if traced else None)

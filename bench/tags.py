@@ -72,8 +72,9 @@ def main() -> None:
         top1 = np.mean([tags[i][0].label == y for i, y in zip(ids, truth, strict=True)])
         kept = [len(tags[i]) for i in ids]
         right = sum(sum(t.label == y for t in tags[i]) for i, y in zip(ids, truth, strict=True))
-        one = label_vectors(embedder, labels, ("a photo of a {}.",))
-        pick = (np.concatenate(vecs) @ one.T).argmax(axis=1)
+        one, kinds = label_vectors(embedder, labels, ("a photo of a {}.",))
+        scores = np.concatenate(vecs) @ one.T
+        pick = (cal.confidence(scores, kinds) if cal else scores).argmax(axis=1)
         top1_one = np.mean([labels[j] == y for j, y in zip(pick, truth, strict=True)])
         confusions = Counter(
             (y, tags[i][0].label) for i, y in zip(ids, truth, strict=True) if tags[i][0].label != y

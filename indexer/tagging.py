@@ -1,11 +1,11 @@
 """Zero-shot tags: score every indexed image against a set of labels and keep the likely ones.
 
 Each label becomes one text vector: the label put into several prompt templates ("a photo of a
-{}.", ...), each embedded, the unit vectors averaged and normalised again (CLIP's prompt
-ensemble), which is steadier than any one wording. An image's similarity to it goes through the
+{}.", ...), each embedded, the vectors averaged (CLIP's prompt ensemble), which is steadier than
+any one wording. An image's similarity to it goes through the
 model's calibration (``vtsearch.models.calibration``) to a confidence; labels at the calibrated
 threshold or above are kept, at most ``limit``, and an image that keeps none keeps its ``top_k``
-most similar labels instead. A model without a calibration keeps the ``top_k`` alone.
+most likely labels instead. A model without a calibration keeps the ``top_k`` alone.
 
 The stored vectors are scored, so tagging loads the text tower only; tags of a set are written
 with the mark that their image was scored, a chunk per transaction, so a stopped run resumes and
@@ -100,21 +100,24 @@ def prompts(label: str, templates: Sequence[str] = TEMPLATES) -> list[str]:
 
 def label_vectors(
     embedder: Embedder, labels: Sequence[str], templates: Sequence[str] = TEMPLATES
-) -> np.ndarray:
-    """One unit vector per label: the mean of its prompts' unit vectors, normalised."""
-    texts, owner = [], []
-    for i, label in enumerate(labels):
-        for p in prompts(label, templates):
-            texts.append(p)
-            owner.append(i)
-    vecs = []
-    for i in range(0, len(texts), 256):
-        vecs.append(embedder.encode_texts(texts[i : i + 256]).vectors.float().cpu().numpy())
-    v = np.concatenate(vecs)
-    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    out = np.zeros((len(labels), v.shape[1]), np.float32)
-    np.add.at(out, np.asarray(owner), v)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+) -> tuple[np.ndarray, np.ndarray]:
+    """One vector per label, the mean of its prompts' vectors (so its score with an image is the
+    mean of the prompts' scores), and whether each is a label-kind text. A label's prompts are
+    all embedded as one kind: a model that scores labels and captions on two scales decides by
+    the first prompt, and the calibration puts the two scales on one."""
+    groups = [prompts(label, templates) for label in labels]
+    kinds = np.array([embedder.reads_as_label(g[0]) for g in groups], dtype=bool)
+    out = np.zeros((len(labels), embedder.dim), np.float32)
+    for kind in (False, True):
+        rows = np.flatnonzero(kinds == kind)
+        texts = [t for i in rows for t in groups[i]]
+        vecs = [
+            embedder.encode_as(texts[j : j + 256], label=kind).vectors.float().cpu().numpy()
+            for j in range(0, len(texts), 256)
+        ]
+        if len(rows):
+            out[rows] = np.concatenate(vecs).reshape(len(rows), len(templates), -1).mean(axis=1)
+    return out, kinds
 
 
 def choose(
@@ -123,12 +126,14 @@ def choose(
     threshold: float | None,
     top_k: int,
     limit: int,
+    kinds: np.ndarray | None = None,
 ) -> list[tuple[list[tuple[int, float, float | None]], bool]]:
     """Per image (a row of ``scores``), the kept ``(label index, score, confidence)``, most
-    similar first: those at ``threshold`` confidence or more (at most ``limit``), else the
-    ``top_k`` most similar, with whether it came to that fallback."""
-    conf = calibration.confidence(scores) if calibration is not None else None
-    order = np.argsort(-scores, axis=1, kind="stable")
+    likely first (by confidence, or by score without a calibration): those at ``threshold``
+    confidence or more (at most ``limit``), else the ``top_k`` most likely, with whether it came
+    to that fallback; ``kinds`` marks label-kind labels (see ``label_vectors``)."""
+    conf = calibration.confidence(scores, kinds) if calibration is not None else None
+    order = np.argsort(-(conf if conf is not None else scores), axis=1, kind="stable")
     out = []
     for row in range(scores.shape[0]):
         keep = []
@@ -191,14 +196,14 @@ def tag_images(
     report.already = sum(s.images for s in catalog.tag_sets() if s.name == name)
     if todo == 0:
         return report
-    vectors = label_vectors(embedder, labels, templates)
+    vectors, kinds = label_vectors(embedder, labels, templates)
     if progress:
         progress(0, todo)
     for ids, images in catalog.untagged_vectors(name):
         if should_stop and should_stop():
             report.stopped = True
             break
-        kept = choose(images @ vectors.T, calibration, threshold, top_k, limit)
+        kept = choose(images @ vectors.T, calibration, threshold, top_k, limit, kinds)
         rows = [
             (int(i), labels[j], score, conf)
             for i, (picks, _) in zip(ids, kept, strict=True)

@@ -19,6 +19,7 @@ def add_texts(
     fresh = [t for t in fresh if t not in known]
     for i in range(0, len(fresh), batch):
         chunk = fresh[i : i + batch]
-        vecs = embedder.encode_texts(chunk).vectors.float().cpu().numpy()
+        # As captions: image -> text and text -> text scores then share one scale.
+        vecs = embedder.encode_as(chunk, label=False).vectors.float().cpu().numpy()
         catalog.add_texts(chunk, vecs, source)
     return len(fresh)

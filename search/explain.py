@@ -94,7 +94,7 @@ def explain(
     width and height, for the area the grid covers."""
     term = max(parse_query(text).terms, key=lambda t: t.weight).text
     tokens = embedder.text_tokens(term)
-    emb = embedder.encode_texts([term])
+    emb = embedder.encode_as([term], label=False)  # its token states only
     states, mask = emb.states[:1].float().cpu(), emb.mask[:1].cpu()
     if len(tokens) != states.shape[1]:  # padding never applies to one text; a guard all the same
         tokens = (tokens + ["[PAD]"] * states.shape[1])[: states.shape[1]]

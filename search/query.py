@@ -126,11 +126,14 @@ def encode_query(
     text: str | None,
     image: QueryImage | None,
     image_vector: np.ndarray | None = None,
+    captions: bool = False,
 ) -> EncodedQuery:
     """The query's search direction and what re-ranking needs; ``image_vector`` is an indexed
-    image's stored vector, standing for a query image (its region tokens are not given)."""
+    image's stored vector, standing for a query image (its region tokens are not given);
+    ``captions``: embed the text as a caption whatever it reads as (a query over the stored
+    texts, which are captions)."""
     with one_torch_thread():
-        return _encode_query(embedder, text, image, image_vector)
+        return _encode_query(embedder, text, image, image_vector, captions)
 
 
 def _encode_query(
@@ -138,6 +141,7 @@ def _encode_query(
     text: str | None,
     image: QueryImage | None,
     image_vector: np.ndarray | None,
+    captions: bool = False,
 ) -> EncodedQuery:
     if text is None and image is None and image_vector is None:
         raise QueryError("give a text query, an image, or both")
@@ -145,7 +149,10 @@ def _encode_query(
     main_text = image_tokens = main_term = None
     if text is not None:
         parsed = parse_query(text)
-        emb = embedder.encode_texts(parsed.texts)
+        if captions:
+            emb = embedder.encode_as(parsed.texts, label=False)
+        else:
+            emb = embedder.encode_texts(parsed.texts)
         parts.append(emb.vectors.float().cpu().numpy())
         weights += parsed.weights
         best = int(np.argmax(parsed.weights))

@@ -90,7 +90,7 @@ class ImageInfo:
     format: str | None
     #: Size of the file when it was indexed.
     bytes: int
-    #: Zero-shot tags (``vtsearch tag``), most similar first.
+    #: Zero-shot tags (``vtsearch tag``), most likely first.
     tags: list[str] = field(default_factory=list)
 
     @property

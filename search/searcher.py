@@ -130,6 +130,8 @@ class Searcher:
         key: tuple = (filters, self.catalog.head())
         if any(not os.path.isabs(f) for f in filters.folders):
             key += (tuple(self.catalog.roots()),)
+        if filters.tags:  # tagging writes no vectors, so it moves no sequence number
+            key += (self.catalog.tags_version(),)
         ids = self._matching_memo.get(key)
         if ids is None:
             ids = self.catalog.matching_ids(filters)
@@ -199,7 +201,7 @@ class Searcher:
                 raise QueryError("give a query image or the id of an indexed one, not both")
             row = indexed_row(self.catalog, image_id)
             stored = np.frombuffer(row.vector, dtype=np.float32)
-        q = encode_query(self.embedder, text, image, stored)
+        q = encode_query(self.embedder, text, image, stored, captions=True)
         tindex = self._texts()
         if len(tindex) == 0:
             raise NoTextsError(
@@ -230,7 +232,7 @@ class Searcher:
         prior = reranker.prior("i2t", np.stack([rows[h.id].vector for h in hits]))
         fusion = None
         if reranker.mix["i2t"]:  # 0: this direction re-ranks by the prior alone
-            states = self.embedder.encode_texts([h.text for h in hits])
+            states = self.embedder.encode_as([h.text for h in hits], label=False)
             if q.image_tokens is not None:
                 regions = reranker.reduce(q.image_tokens)
             else:

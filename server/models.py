@@ -81,7 +81,7 @@ class Image(Result):
     #: Size of the file when it was indexed.
     bytes: int
     name: str
-    #: Zero-shot tags (``vtsearch tag``), most similar first.
+    #: Zero-shot tags (``vtsearch tag``), most likely first.
     tags: list[str]
 
 

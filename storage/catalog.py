@@ -337,6 +337,7 @@ class Catalog(MetaRows, FilterRows, History, RootRows, TextRows, TagRows):
                     for row_id in live:
                         s.merge(Tombstone(id=row_id, seq=seq))
                     values.update(status="failed", error=reason, vector=None, vec_seq=0)
+                    drop_tags(s, chunk)  # scored from the vector it just lost
                 s.execute(update(ImageRow).where(ImageRow.id.in_(chunk)).values(**values))
 
     @writes

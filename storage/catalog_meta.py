@@ -43,9 +43,7 @@ class MetaRows:
         with self.engine.begin() as con:
             # A write first: it takes the database's write lock, so two processes opening an
             # old catalog at once migrate it one after the other, the second finding it done.
-            con.execute(
-                update(Meta).where(Meta.key == "schema_version").values(value=Meta.value)
-            )
+            con.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
             current = con.scalar(select(Meta.value).where(Meta.key == "schema_version"))
             if int(current or 0) >= SCHEMA_VERSION:
                 return

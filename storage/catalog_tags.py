@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from vtsearch.storage.schema import ImageRow, Tag, Tagged, TagSet
+from vtsearch.storage.schema import ImageRow, Meta, Tag, Tagged, TagSet
 from vtsearch.storage.sqlite import writes
 
 
@@ -38,6 +38,12 @@ class StoredTag:
 
 class TagRows:
     """Catalog methods for zero-shot tags."""
+
+    def tags_version(self) -> str:
+        """Changes whenever a tag is written or dropped (what a memo of tag filters keys on)."""
+        with Session(self.engine) as s:
+            row = s.get(Meta, TAGS_VERSION)
+            return row.value if row else "0"
 
     def tag_sets(self) -> list[StoredTagSet]:
         with Session(self.engine) as s:
@@ -77,6 +83,7 @@ class TagRows:
             if replaced:
                 s.execute(delete(Tag).where(Tag.set_name == name))
                 s.execute(delete(Tagged).where(Tagged.set_name == name))
+                _bump(s)
             s.merge(
                 TagSet(
                     name=name,
@@ -143,9 +150,11 @@ class TagRows:
             ]
             if rows:
                 s.execute(Tag.__table__.insert(), rows)
+                _bump(s)
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[StoredTag]]:
-        """The kept labels of each image, most similar first (images without any are absent)."""
+        """The kept labels of each image, most likely first (by confidence, else similarity);
+        images without any are absent."""
         ids = list(ids)
         out: dict[int, list[StoredTag]] = {}
         with Session(self.engine) as s:
@@ -153,7 +162,7 @@ class TagRows:
                 for r in s.execute(
                     select(Tag.image_id, Tag.label, Tag.score, Tag.confidence, Tag.set_name)
                     .where(Tag.image_id.in_(ids[i : i + 500]))
-                    .order_by(Tag.image_id, Tag.score.desc())
+                    .order_by(Tag.image_id, *LIKELY_FIRST)
                 ):
                     out.setdefault(r[0], []).append(StoredTag(r[1], r[2], r[3], r[4]))
         return out
@@ -175,12 +184,24 @@ class TagRows:
             n = s.execute(delete(Tag).where(Tag.set_name == name)).rowcount
             s.execute(delete(Tagged).where(Tagged.set_name == name))
             s.execute(delete(TagSet).where(TagSet.name == name))
+            _bump(s)
             return n
 
 
+TAGS_VERSION = "tags_version"
+#: Tags of one image, most likely first: by calibrated confidence when there is one.
+LIKELY_FIRST = (func.coalesce(Tag.confidence, -1.0).desc(), Tag.score.desc())
+
+
+def _bump(s: Session) -> None:
+    row = s.get(Meta, TAGS_VERSION)
+    s.merge(Meta(key=TAGS_VERSION, value=str(int(row.value) + 1 if row else 1)))
+
+
 def drop_tags(s: Session, ids: list[int]) -> None:
-    """Forget the tags of rows being deleted (a changed file's new version gets a new id and is
-    tagged afresh)."""
+    """Forget the tags of rows being deleted or re-embedded (a changed file's new version gets a
+    new id and is tagged afresh). Deleted rows leave every filter anyway, so only a re-embedded
+    row's lost tags need a new tags version."""
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         s.execute(delete(Tag).where(Tag.image_id.in_(chunk)))

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 
 from vtsearch.errors import ConfigError, StorageError
 from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.catalog_tags import LIKELY_FIRST
 from vtsearch.storage.files import create_temp, os_errors
 from vtsearch.storage.records import root_of
 from vtsearch.storage.schema import ImageRow, Root, Tag
@@ -196,7 +197,7 @@ def _chunks(con: Connection, dim: int, include_failed: bool) -> Iterator[tuple[d
         for image_id, label in con.execute(
             select(Tag.image_id, Tag.label)
             .where(Tag.image_id >= cols["id"][0], Tag.image_id <= last)
-            .order_by(Tag.image_id, Tag.score.desc())
+            .order_by(Tag.image_id, *LIKELY_FIRST)
         ):
             tags.setdefault(image_id, []).append(label)
         # One label kept by two tag sets is one tag.

@@ -15,7 +15,7 @@ per photo on the zero-shot dev sets, at precision 0.12 to 0.23 outside ImageNet.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ class CalibrationFit:
     precision: float
     recall: float
     f1: float
-    #: Precision of keeping each image's top label only, for comparison.
+    #: Precision of keeping each image's most likely label only, for comparison.
     top1_precision: float
 
 
@@ -96,11 +96,17 @@ def fit_tag_calibration(embedder: Embedder, flickr_dir: Path, split: str = "dev"
         raise DatasetError("a calibration is a choice: fit it on dev, never on test")
     paths, captions = load_flickr_split(flickr_dir, split)
     images = image_vectors(embedder, paths)
-    labels = label_vectors(embedder, NOUNS)
+    labels, kinds = label_vectors(embedder, NOUNS)
     scores = images @ labels.T
     truth = np.array([[named(c, n) for n in NOUNS] for c in captions])
-    slope, bias = fit_platt(scores.ravel(), truth.ravel())
-    conf = 1 / (1 + np.exp(-np.clip(slope * scores + bias, -60, 60)))
+    # One curve per kind of text (a model may score labels and captions on two scales).
+    caption = ~kinds
+    slope, bias = fit_platt(scores[:, caption].ravel(), truth[:, caption].ravel())
+    label_slope = label_bias = None
+    if kinds.any():
+        label_slope, label_bias = fit_platt(scores[:, kinds].ravel(), truth[:, kinds].ravel())
+    cal = TagCalibration(slope, bias, 0.5, "", label_slope, label_bias)
+    conf = cal.confidence(scores, kinds)
     for t in np.linspace(0.05, 0.95, 91):
         kept = conf >= t
         tp = (kept & truth).sum()
@@ -109,10 +115,10 @@ def fit_tag_calibration(embedder: Embedder, flickr_dir: Path, split: str = "dev"
             break
     rec = tp / max(truth.sum(), 1)
     f1 = 2 * prec * rec / max(prec + rec, 1e-12)
-    threshold = float(t)
-    top = scores.argmax(axis=1)
+    top = conf.argmax(axis=1)
     top1 = float(truth[np.arange(len(top)), top].mean())
-    cal = TagCalibration(slope, bias, round(threshold, 2), f"flickr8k {split}, {len(NOUNS)} nouns")
+    fitted = f"flickr8k {split}, {len(NOUNS)} nouns ({int(kinds.sum())} read as labels)"
+    cal = replace(cal, threshold=round(float(t), 2), fitted_on=fitted)
     return CalibrationFit(
         cal, truth.size, int(truth.sum()), float(prec), float(rec), float(f1), top1
     )

@@ -23,3 +23,13 @@ def test_short_noun_phrases_are_labels(text):
 )  # fmt: skip
 def test_sentences_and_scenes_are_not(text):
     assert not is_label(text)
+
+
+def test_the_concept_encoder_cannot_unpack_into_a_file(tmp_path):
+    from vtsearch.errors import ModelNotFoundError
+    from vtsearch.models.mpnet import mpnet_path
+
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(ModelNotFoundError, match="VTSEARCH_CACHE"):
+        mpnet_path(blocked)

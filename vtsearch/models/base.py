@@ -74,6 +74,16 @@ class Embedder(ABC):
     def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
         """Embed a batch of texts, truncated to the model's token limit."""
 
+    def encode_as(self, texts: Sequence[str], label: bool) -> TextEmbedding:
+        """Embed ``texts`` all as labels or all as captions, for a model that scores the two
+        differently (vtsearch-lite: see ``reads_as_label``); others as ``encode_texts`` does.
+        Stored texts and text-to-text queries are captions, so their scores compare."""
+        return self.encode_texts(texts)
+
+    def reads_as_label(self, text: str) -> bool:
+        """Whether ``encode_texts`` scores ``text`` as a label (never, for most models)."""
+        return False
+
     def text_tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` whose states ``encode_texts([text])`` gives, in order (WordPiece
         pieces as the tokenizer writes them, e.g. ``["[CLS]", "skate", "##board", "[SEP]"]``)."""

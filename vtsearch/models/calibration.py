@@ -22,16 +22,25 @@ CALIBRATIONS = Path(__file__).parent / "weights" / "tag-calibration.json"
 @dataclass(frozen=True)
 class TagCalibration:
     """``confidence = sigmoid(slope * similarity + bias)``; labels at ``threshold`` or more are
-    kept (where it was fitted, the lowest threshold at which half the kept labels are right)."""
+    kept (where it was fitted, the lowest threshold at which half the kept labels are right).
+    A model that scores labels and captions on two scales (``Embedder.reads_as_label``) has a
+    second curve, ``label_slope`` and ``label_bias``, for the labels, so that confidences of
+    both kinds compare."""
 
     slope: float
     bias: float
     threshold: float
     fitted_on: str = ""
+    label_slope: float | None = None
+    label_bias: float | None = None
 
-    def confidence(self, similarity: np.ndarray) -> np.ndarray:
-        z = np.clip(self.slope * np.asarray(similarity, np.float64) + self.bias, -60.0, 60.0)
-        return 1.0 / (1.0 + np.exp(-z))
+    def confidence(self, similarity: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Per similarity; ``labels`` (broadcast against it) marks those of label-kind texts."""
+        s = np.asarray(similarity, np.float64)
+        z = self.slope * s + self.bias
+        if labels is not None and self.label_slope is not None:
+            z = np.where(labels, self.label_slope * s + self.label_bias, z)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
 
 
 def calibration_key(embedder: Embedder) -> str:
@@ -47,7 +56,9 @@ def load_tag_calibration(embedder: Embedder, path: Path = CALIBRATIONS) -> TagCa
     entry = stored.get(calibration_key(embedder))
     if not entry:
         return None
-    return TagCalibration(**{k: entry[k] for k in ("slope", "bias", "threshold", "fitted_on")})
+    return TagCalibration(
+        **{k: v for k, v in entry.items() if k in TagCalibration.__dataclass_fields__}
+    )
 
 
 def save_tag_calibration(

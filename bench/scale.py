@@ -87,7 +87,8 @@ def main() -> None:
 
     rng = np.random.default_rng(7)
     qids = rng.choice(n, args.queries, replace=False)
-    q = np.stack([chunk(i // CHUNK, n, dim, centres)[i % CHUNK] for i in qids])
+    # A row copied out, not a view: a view would keep its whole chunk alive.
+    q = np.stack([chunk(i // CHUNK, n, dim, centres)[i % CHUNK].copy() for i in qids])
     q += rng.standard_normal(q.shape, dtype=np.float32) * (0.3 / np.sqrt(dim))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     with Timer() as t_exact:

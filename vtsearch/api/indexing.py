@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vtsearch.indexer.pipeline import IndexReport
     from vtsearch.indexer.tagging import TagReport
     from vtsearch.indexer.watch import WatchReport, WatchRun
+    from vtsearch.storage.catalog_tags import StoredTagSet
 
 
 class Indexing:
@@ -240,7 +241,7 @@ class Indexing:
                 should_stop=should_stop,
             )
 
-    def tag_sets(self) -> list:
+    def tag_sets(self) -> list[StoredTagSet]:
         """The label sets the images were tagged with (``StoredTagSet``: name, labels, model,
         rule, how many images scored and tags kept)."""
         return self._parts.catalog(create=False).tag_sets()

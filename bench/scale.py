@@ -1,17 +1,30 @@
-"""IVF-PQ at scale on one machine: built in bounded memory, searched as one index and as shards.
+"""IVF-PQ at scale on one machine: built in bounded memory, searched as one index, as shards in
+one process and as shards held by Ray actors (``vtsearch.storage.shards``).
 
-Synthetic unit vectors (seeded clusters; chunk ``c`` is always the same numbers) are generated a
-chunk at a time: the quantizer and codebooks are trained on a sample, then the vectors are added
-chunk by chunk to ``--shards`` IVF-PQ shards that share the trained parts (chunk ``c`` to shard
-``c % shards``), so the float vectors are never all in memory (peak RSS printed). The one-index
-baseline is the shards merged (``merge_from``), holding the same codes. Exact top-10 of the
-queries comes from a second chunked pass (brute force, a running top-k).
+The vectors are synthetic but shaped like embeddings: a mixture of ``TOPICS`` topics in a
+``LATENT``-dimensional subspace whose variance falls off as a power law (1/j, as the PCA spectrum
+of image embeddings roughly does), turned into ``dim`` dimensions by a fixed random orthonormal
+map, plus a little isotropic noise, then scaled to unit length. A query is a fresh draw from the
+same distribution (held out), so its neighbours are near but never itself. An earlier version
+used 4,096 tight gaussian clusters of random centres: every vector of a cluster was about as near
+a query as any other, so the top-10 was a coin toss (recall@10 0.14) and said nothing.
 
-Printed: build time, bytes per vector, peak RSS; recall@10 of the PQ ranking alone and recall of
-the exact top-10 within the top 40 (what the product re-scores exactly, as the single-machine
-IVF-PQ path does); median latency of one query against the one index and against
-``faiss.IndexShards`` over the shards (threads). The shards run in one process here; Ray actors
-holding them (issue 17) are the next step.
+Chunk ``c`` (``CHUNK`` vectors) is always the same numbers, generated when needed: the quantizer
+and codebooks are trained on a sample (at least 39 points per list, as FAISS wants), then the
+chunks stream into ``--shards`` clones of the trained, empty index (vector ``id`` into shard
+``id % shards``, the rule of ``storage.shards``), so the float vectors are never all in memory
+(peak RSS printed). The one-index baseline is the shards merged (``merge_from``), holding the
+same codes. A second chunked pass gives the exact top-10 (a running brute-force top-k) and the
+exact scores of every candidate the searches returned, so the recall after the exact re-scoring
+of the top ``4 k`` (what the product does with IVF-PQ hits, ``search.retrieve``) is measured too.
+
+``--nlist`` is 2,048 by default, not the ``4 sqrt(n)`` the factory would pick: on 2 cores the
+coarse assignment of every vector dominates the build (linear in the lists), and 2,048 lists
+train on 100,000 points with 39 per list.
+
+Printed: build time, bytes per vector, peak RSS of the build; per ``nprobe``: recall@10 of the PQ
+ranking and after re-scoring, and the median (p95) latency of one query against the one index, the
+shards through ``faiss.IndexShards`` (threads) and the shards in 2 Ray actors (``ShardedIndex``).
 
     python bench/scale.py --n 1000000             # a smaller run
     python bench/scale.py                          # 5,000,000 x 1152
@@ -20,116 +33,257 @@ holding them (issue 17) are the next step.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, figure, machine, peak_rss_mb, save_figures
+from _common import CACHE, Timer, figure, machine, peak_rss_mb, save_figures
 
 CHUNK = 50_000
-CENTRES = 4096
+LATENT = 384
+TOPICS = 2_000
+#: Within-topic spread (relative to the spread of the topic centres) and isotropic noise.
+SPREAD, NOISE = 0.7, 0.3
+K, RESCORE = 10, 4
 
 
-def chunk(c: int, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
-    """Vectors ``c * CHUNK`` to ``c * CHUNK + CHUNK`` (fewer at the end), always the same."""
-    m = min(CHUNK, n - c * CHUNK)
-    rng = np.random.default_rng(1_000 + c)
-    v = centres[rng.integers(0, len(centres), m)]
-    v = v + rng.standard_normal((m, dim), dtype=np.float32) * (0.6 / np.sqrt(dim))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+class Data:
+    """The seeded synthetic collection: ``chunk(c)`` and held-out ``queries`` (see the module)."""
+
+    def __init__(self, n: int, dim: int) -> None:
+        self.n, self.dim = n, dim
+        rng = np.random.default_rng(42)
+        self.basis = np.linalg.qr(rng.standard_normal((dim, LATENT), dtype=np.float32))[0].T
+        scale = (np.arange(LATENT, dtype=np.float32) + 1) ** -0.5  # variance ~ 1/j
+        self.scale = scale / np.linalg.norm(scale)
+        self.centres = rng.standard_normal((TOPICS, LATENT), dtype=np.float32) * self.scale
+
+    @property
+    def chunks(self) -> int:
+        return (self.n + CHUNK - 1) // CHUNK
+
+    def _draw(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        z = rng.standard_normal((m, LATENT), dtype=np.float32) * (SPREAD * self.scale)
+        z += self.centres[rng.integers(0, TOPICS, m)]
+        v = z @ self.basis
+        v += rng.standard_normal((m, self.dim), dtype=np.float32) * (NOISE / np.sqrt(self.dim))
+        v /= np.sqrt(np.einsum("ij,ij->i", v, v))[:, None]
+        return v
+
+    def chunk(self, c: int) -> np.ndarray:
+        """Vectors ``c * CHUNK`` to ``c * CHUNK + CHUNK`` (fewer at the end), always the same."""
+        return self._draw(np.random.default_rng(1_000 + c), min(CHUNK, self.n - c * CHUNK))
+
+    def queries(self, m: int) -> np.ndarray:
+        return self._draw(np.random.default_rng(7), m)
+
+
+def build(data: Data, spec, shards: int, train: int):
+    """Shard indexes (``VectorIndex`` files' FAISS indexes) sharing one trained quantizer."""
+    import faiss
+
+    from vtsearch.storage.index_kinds import make_index
+
+    with Timer() as t_train:
+        sample = np.concatenate([data.chunk(c) for c in range(-(-train // CHUNK))])[:train]
+        template = make_index(spec, data.dim)
+        template.train(sample)
+        del sample
+    parts = [faiss.clone_index(template) for _ in range(shards)]
+    with Timer() as t_add:
+        for c in range(data.chunks):
+            v = data.chunk(c)
+            ids = np.arange(c * CHUNK, c * CHUNK + len(v), dtype=np.int64)
+            route = ids % shards
+            for s, part in enumerate(parts):
+                part.add_with_ids(np.ascontiguousarray(v[route == s]), ids[route == s])
+    return parts, t_train.s, t_add.s
+
+
+def merged(parts):
+    """One index holding the shards' codes (a direct map cannot be merged: dropped here)."""
+    import faiss
+
+    out = []
+    for p in parts:
+        p = faiss.clone_index(p)
+        faiss.extract_index_ivf(p).set_direct_map_type(faiss.DirectMap.NoMap)
+        out.append(p)
+    for p in out[1:]:
+        out[0].merge_from(p, 0)
+    return out[0]
+
+
+def exact_pass(data: Data, q: np.ndarray, cand: np.ndarray):
+    """Exact top-``K`` ids of each query, and exact scores of ``cand`` (query row, id) pairs."""
+    best_s = np.full((len(q), K), -np.inf, np.float32)
+    best_i = np.zeros((len(q), K), np.int64)
+    cand_scores = np.zeros(len(cand), np.float32)
+    which = cand[:, 1] // CHUNK
+    for c in range(data.chunks):
+        x = data.chunk(c)
+        s = q @ x.T
+        top = np.argpartition(-s, K, axis=1)[:, :K]
+        all_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
+        all_i = np.concatenate([best_i, top + c * CHUNK], 1)
+        keep = np.argsort(-all_s, axis=1)[:, :K]
+        best_s = np.take_along_axis(all_s, keep, 1)
+        best_i = np.take_along_axis(all_i, keep, 1)
+        here = np.flatnonzero(which == c)
+        cand_scores[here] = s[cand[here, 0], cand[here, 1] - c * CHUNK]
+    return best_i, dict(zip(map(tuple, cand.tolist()), cand_scores.tolist(), strict=True))
+
+
+def latencies(search, q: np.ndarray) -> tuple[float, float]:
+    """Median and p95 milliseconds of one query at a time (after one warm-up query)."""
+    search(q[:1])
+    times = []
+    for i in range(len(q)):
+        t0 = time.perf_counter()
+        search(q[i : i + 1])
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), float(np.percentile(times, 95))
+
+
+def ray_shards(parts, spec, dim: int, n: int):
+    """The shards saved as ``VectorIndex`` files and held by Ray actors behind a ShardedIndex."""
+    import ray
+
+    from vtsearch.storage.shards import ShardedIndex, ShardLayout, shard_actor_class, shard_name
+    from vtsearch.storage.vectors import VectorIndex
+
+    folder = CACHE / "scale-shards"
+    shutil.rmtree(folder, ignore_errors=True)
+    names = tuple(shard_name(i, len(parts)) for i in range(len(parts)))
+    for part, name in zip(parts, names, strict=True):
+        VectorIndex(dim, spec, part).save(folder, name)
+    ray.init(num_cpus=len(parts), include_dashboard=False, log_to_driver=False)
+    actor = shard_actor_class()
+    actors = [actor.remote(str(folder), name, dim) for name in names]
+    layout = ShardLayout(len(parts), dim, spec, names, built_for=n)
+    return ShardedIndex(layout, actors, folder, owned=True), folder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=5_000_000)
     ap.add_argument("--dim", type=int, default=1152)
-    ap.add_argument("--nlist", type=int, default=4096)
+    ap.add_argument("--nlist", type=int, default=2048)
     ap.add_argument("--m", type=int, default=48, help="PQ sub-quantizers (8 bits each)")
-    ap.add_argument("--nprobe", type=int, default=32)
-    ap.add_argument("--train", type=int, default=100_000)
+    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
+    ap.add_argument("--train", type=int, default=100_000, help="at least 39 x nlist")
     ap.add_argument("--shards", type=int, default=2)
-    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray actors")
     args = ap.parse_args()
 
     import faiss
 
-    n, dim, chunks = args.n, args.dim, (args.n + CHUNK - 1) // CHUNK
-    centres = np.random.default_rng(42).standard_normal((CENTRES, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    print(f"machine: {machine()}; {n:,} x {dim} vectors, IVF{args.nlist},PQ{args.m}x8")
+    from vtsearch.storage.index_kinds import IndexSpec
+    from vtsearch.storage.vectors import VectorIndex
 
-    with Timer() as t_train:
-        sample = np.concatenate([chunk(c, n, dim, centres) for c in range(args.train // CHUNK)])
-        base = faiss.index_factory(dim, f"IVF{args.nlist},PQ{args.m}", faiss.METRIC_INNER_PRODUCT)
-        base.train(sample[: args.train])
-        del sample
-    shards = [faiss.clone_index(base) for _ in range(args.shards)]
-    with Timer() as t_add:
-        for c in range(chunks):
-            v = chunk(c, n, dim, centres)
-            ids = np.arange(c * CHUNK, c * CHUNK + len(v), dtype=np.int64)
-            shards[c % args.shards].add_with_ids(v, ids)
+    n, dim = args.n, args.dim
+    train = max(args.train, 39 * args.nlist)
+    data = Data(n, dim)
+    spec = IndexSpec("ivfpq", nlist=args.nlist, nprobe=args.nprobe[0], pq_m=args.m, built_for=n)
+    tag = f"IVF-PQ {n / 1e6:g}M x {dim}"
+    print(f"machine: {machine()}; {n:,} x {dim} vectors, IVF{args.nlist},PQ{args.m}x8, "
+          f"{args.shards} shards, trained on {train:,}")  # fmt: skip
+
+    parts, t_train, t_add = build(data, spec, args.shards, train)
     rss_build = peak_rss_mb()
-    one = faiss.clone_index(shards[0])
-    for s in shards[1:]:
-        one.merge_from(faiss.clone_index(s), 0)
-    assert one.ntotal == n
-    code_bytes = faiss.extract_index_ivf(one).code_size
+    one = VectorIndex(dim, spec, merged(parts))
+    assert len(one) == n
+    code_bytes = faiss.extract_index_ivf(parts[0].index).code_size
     print(
-        f"built: train {t_train.s:.0f} s, add {t_add.s:.0f} s ({n / t_add.s:,.0f} vectors/s); "
-        f"{code_bytes} B of PQ codes + 8 B id per vector; peak RSS {rss_build:,.0f} MB "
-        f"(all floats would be {n * dim * 4 / 2**20:,.0f} MB)"
+        f"built: train {t_train:.0f} s, add {t_add:.0f} s ({n / t_add:,.0f} vectors/s); "
+        f"{code_bytes} B of PQ codes + ids per vector; peak RSS of the build {rss_build:,.0f} MB "
+        f"(all floats would be {n * dim * 4 / 2**20:,.0f} MB); with the merged one-index "
+        f"baseline {peak_rss_mb():,.0f} MB"
     )
 
-    rng = np.random.default_rng(7)
-    qids = rng.choice(n, args.queries, replace=False)
-    # A row copied out, not a view: a view would keep its whole chunk alive.
-    q = np.stack([chunk(i // CHUNK, n, dim, centres)[i % CHUNK].copy() for i in qids])
-    q += rng.standard_normal(q.shape, dtype=np.float32) * (0.3 / np.sqrt(dim))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    with Timer() as t_exact:
-        best_s = np.full((len(q), 10), -np.inf, np.float32)
-        best_i = np.zeros((len(q), 10), np.int64)
-        for c in range(chunks):
-            s = q @ chunk(c, n, dim, centres).T
-            top = np.argpartition(-s, 10, axis=1)[:, :10]
-            cand_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
-            cand_i = np.concatenate([best_i, top + c * CHUNK], 1)
-            keep = np.argsort(-cand_s, axis=1)[:, :10]
-            best_s = np.take_along_axis(cand_s, keep, 1)
-            best_i = np.take_along_axis(cand_i, keep, 1)
-    print(f"exact top-10 of {len(q)} queries: {t_exact.s:.0f} s (brute force, chunked)")
+    q = data.queries(args.queries)
+    in_process = faiss.IndexShards(dim, True, False)  # threaded, ids kept
+    for p in parts:
+        in_process.add_shard(p)
+    ray_index = folder = None
+    if not args.no_ray:
+        ray_index, folder = ray_shards(parts, spec, dim, n)
+    depth = K * RESCORE
+    modes = {"one index": one, f"{args.shards} shards": in_process}
+    if ray_index is not None:
+        modes[f"{args.shards} Ray actors"] = ray_index
+    found, timing = {}, {}
+    for nprobe in args.nprobe:
+        one.spec = replace(one.spec, nprobe=nprobe)
+        faiss.ParameterSpace().set_index_parameter(in_process, "nprobe", nprobe)
+        if ray_index is not None:
+            ray_index.nprobe = nprobe
+        for name, index in modes.items():
+            found[name, nprobe] = index.search(q, depth)[1]
+            timing[name, nprobe] = latencies(lambda v, index=index: index.search(v, depth), q)
 
-    sharded = faiss.IndexShards(dim, True, False)  # threaded, ids kept
-    for s in shards:
-        sharded.add_shard(s)
-    rows, results = [], {}
-    for name, index in (("one index", one), (f"{args.shards} shards", sharded)):
-        faiss.ParameterSpace().set_index_parameter(index, "nprobe", args.nprobe)
-        _, got = index.search(q, 40)
-        r10 = np.mean([len(set(got[i, :10]) & set(best_i[i])) / 10 for i in range(len(q))])
-        r40 = np.mean([len(set(got[i]) & set(best_i[i])) / 10 for i in range(len(q))])
-        times = []
+    cand = np.unique(
+        np.concatenate(
+            [
+                np.stack([np.repeat(np.arange(len(q)), depth), got.ravel()], 1)
+                for got in found.values()
+            ]
+        ),
+        axis=0,
+    )
+    cand = cand[cand[:, 1] >= 0]
+    with Timer() as t_exact:
+        truth, exact = exact_pass(data, q, cand)
+    print(f"exact top-10 of {len(q)} queries and scores of {len(cand):,} candidates: "
+          f"{t_exact.s:.0f} s (chunked brute force)")  # fmt: skip
+
+    def recalls(got: np.ndarray) -> tuple[float, float]:
+        pq = np.mean([len(set(got[i, :K]) & set(truth[i])) / K for i in range(len(q))])
+        rescored = []
         for i in range(len(q)):
-            t0 = time.perf_counter()
-            index.search(q[i : i + 1], 40)
-            times.append((time.perf_counter() - t0) * 1000)
-        results[name] = got
-        ms = statistics.median(times)
-        print(f"{name:>10}: recall@10 {r10:.3f} (PQ ranking), exact top-10 within the top 40 "
-              f"{r40:.3f}; one query {ms:.2f} ms (median, nprobe {args.nprobe})")  # fmt: skip
-        rows += [
-            figure(f"IVF-PQ {n // 10**6}M x {dim}, {name}: recall@10 within top 40", round(r40, 3)),
-            figure(f"IVF-PQ {n // 10**6}M x {dim}, {name}: one query", round(ms, 2), "ms"),
+            hits = [h for h in got[i] if h >= 0]
+            best = sorted(hits, key=lambda h: -exact[i, h])[:K]
+            rescored.append(len(set(best) & set(truth[i])) / K)
+        return float(pq), float(np.mean(rescored))
+
+    rows = []
+    for nprobe in args.nprobe:
+        for name in modes:
+            pq, rescored = recalls(found[name, nprobe])
+            med, p95 = timing[name, nprobe]
+            print(f"nprobe {nprobe:>3} {name:>14}: recall@10 {pq:.3f} (PQ ranking), "
+                  f"{rescored:.3f} (top {depth} re-scored exactly); one query {med:.2f} ms "
+                  f"median, {p95:.2f} ms p95")  # fmt: skip
+            rows.append(figure(f"{tag}, {name}, nprobe {nprobe}: one query", round(med, 2), "ms"))
+            if name == "one index":
+                rows += [
+                    figure(f"{tag}, nprobe {nprobe}: recall@10 (PQ ranking)", round(pq, 3)),
+                    figure(f"{tag}, nprobe {nprobe}: recall@10 re-scored", round(rescored, 3)),
+                ]
+        same = [
+            np.mean(
+                [set(found[a, nprobe][i]) == set(found[name, nprobe][i]) for i in range(len(q))]
+            )
+            for a in ["one index"]
+            for name in modes
         ]
-    a, b = results["one index"], results[f"{args.shards} shards"]
-    same = np.mean([set(a[i, :10]) == set(b[i, :10]) for i in range(len(q))])
-    print(f"the shards' merged top-10 equals the one index's for {same:.0%} of the queries")
-    rows.append(figure(f"IVF-PQ {n // 10**6}M build, peak RSS", round(rss_build), "MB"))
+        print(f"nprobe {nprobe:>3}: the shards' merged top-{depth} equals the one index's for "
+              f"{min(same):.0%} of the queries")  # fmt: skip
+    rows.append(figure(f"{tag} build (train + add), peak RSS", round(rss_build), "MB"))
+    rows.append(figure(f"{tag} build (train + add)", round(t_train + t_add), "s"))
+    if ray_index is not None:
+        import ray
+
+        ray_index.close()
+        ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
     save_figures("scale", rows)
 
 

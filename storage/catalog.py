@@ -1,4 +1,5 @@
-"""The SQLite catalog of a collection: one row per image file, its vector, and index metadata.
+"""The catalog of a collection: one row per image file, its vector, and index metadata, in the
+collection folder's SQLite file or a PostgreSQL database (``server_db``).
 
 ``Catalog`` is assembled from mixins: ``catalog_meta`` (metadata, schema version, model),
 ``catalog_filters`` (search filters), ``catalog_history``, ``catalog_roots`` and ``catalog_texts``.
@@ -17,13 +18,15 @@ from sqlalchemy.orm import Session
 
 from vtsearch.storage.catalog_filters import FilterRows
 from vtsearch.storage.catalog_history import History
-from vtsearch.storage.catalog_meta import MetaRows, create_missing
+from vtsearch.storage.catalog_meta import MetaRows
 from vtsearch.storage.catalog_roots import RootRows
 from vtsearch.storage.catalog_tags import TagRows, drop_tags
 from vtsearch.storage.catalog_texts import TextRows
 from vtsearch.storage.files import os_errors
+from vtsearch.storage.migrate import check as check_schema
 from vtsearch.storage.records import FileRecord, NewImage, is_under
 from vtsearch.storage.schema import ImageRow, Tombstone
+from vtsearch.storage.server_db import record, redacted, server_engine, server_url
 from vtsearch.storage.sqlite import (
     CATALOG_FILE,
     file_signature,
@@ -59,19 +62,47 @@ class Catalog(MetaRows, FilterRows, History, RootRows, TextRows, TagRows):
 
     def __init__(self, engine: Engine, readonly: bool = False, location: str | None = None) -> None:
         self.engine = engine
-        #: What error messages name: the database file.
+        #: What error messages name: the database file, or the server's URL without password.
         self.location = location or str(engine.url.database or engine.url)
         #: Opened for reading only (a folder or file this user may not write): nothing is created
         #: or migrated, and writes fail.
         self.readonly = readonly
         self._signature = file_signature(Path(self.location)) if readonly else ()
-        if not readonly:
-            create_missing(engine)
-        self._check_schema()
+        check_schema(engine, readonly)
+
+    @property
+    def on_server(self) -> bool:
+        """Whether the catalog is on a database server (PostgreSQL), not a SQLite file."""
+        return self.engine.dialect.name != "sqlite"
+
+    @property
+    def snapshot(self) -> Engine:
+        """The engine for reads that must see one moment across several statements. A server's
+        default (READ COMMITTED) lets each statement see other writers' later commits: a FAISS
+        file would record a sequence number older than vectors it holds."""
+        if not self.on_server:
+            return self.engine
+        return self.engine.execution_options(isolation_level="REPEATABLE READ")
 
     @classmethod
-    def open(cls, folder: Path, readonly: bool | None = None) -> Catalog:
-        """The catalog in ``folder``; ``readonly`` None: read-only when this user may not write."""
+    def open(cls, folder: Path, readonly: bool | None = None, url: str | None = None) -> Catalog:
+        """The catalog of the collection in ``folder``: its SQLite file, or the PostgreSQL
+        database ``url`` names (or the folder recorded when it was made with one).
+
+        ``readonly`` None: read-only when this user may not write the SQLite file.
+
+        Raises:
+            ConfigError: ``url`` is not a PostgreSQL URL, or the folder's catalog is elsewhere.
+            CatalogConnectionError: the server cannot be reached.
+        """
+        server = server_url(folder, url, CATALOG_FILE)
+        if server is not None:
+            engine = server_engine(server)
+            if not readonly:
+                with os_errors(folder, "write"):
+                    folder.mkdir(parents=True, exist_ok=True)
+                    record(folder, server)
+            return cls(engine, bool(readonly), redacted(server))
         if readonly is None:
             readonly = folder.is_dir() and not writable(folder)
         db = folder / CATALOG_FILE
@@ -162,6 +193,12 @@ class Catalog(MetaRows, FilterRows, History, RootRows, TextRows, TagRows):
                 ).scalar()
                 if got is not None:
                     return int(got)
+            elif self.engine.dialect.name == "postgresql":
+                # The id sequence's last value (taken ids of rolled-back writes included).
+                got = s.execute(
+                    text("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM images_id_seq")
+                ).scalar()
+                return int(got or 0)
             return int(s.scalar(select(func.max(ImageRow.id))) or 0)
 
     def live_vectors(self, chunk: int = 2000) -> Iterable[tuple[int, bytes | None]]:
@@ -283,13 +320,13 @@ class Catalog(MetaRows, FilterRows, History, RootRows, TextRows, TagRows):
         moved = [u for u in updates if old.get(u[0]) != u[1]]
         stat = update(ImageRow).where(ImageRow.id == bindparam("rid"))
         with Session(self.engine) as s, s.begin():
-            # Moved paths are first set aside, so two rows that swap paths never collide on
-            # uniqueness; then one executemany per step (a first refresh after an upgrade
-            # touches every row).
+            # Moved paths are first set aside (as no absolute path reads), so two rows that swap
+            # paths never collide on uniqueness; then one executemany per step (a first refresh
+            # after an upgrade touches every row).
             if moved:
                 s.connection().execute(
                     stat.values(path=bindparam("tmp")),
-                    [{"rid": u[0], "tmp": f"\0moving:{u[0]}"} for u in moved],
+                    [{"rid": u[0], "tmp": f"moving:{u[0]}"} for u in moved],
                 )
             s.connection().execute(
                 stat.values(

@@ -23,7 +23,7 @@ class FilterRows:
         of 100k rows: 1 ms), a glob from it too, the rest from ``ix_images_filters``.
         """
         relative = any(not os.path.isabs(f) for f in filters.folders)
-        clauses = filters.where(self.roots() if relative else ())
+        clauses = filters.where(self.roots() if relative else (), self.engine.dialect.name)
         with self.engine.connect() as con:
             if filters.glob is None:
                 return _ids(con, clauses, by_path=bool(filters.folders))

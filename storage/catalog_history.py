@@ -48,7 +48,7 @@ class History:
             row, tomb, live = ImageRow, Tombstone, ImageRow.status == "indexed"
         else:
             row, tomb, live = TextRow, TextTombstone, True
-        with Session(self.engine) as s, s.begin():
+        with Session(self.snapshot) as s, s.begin():
             current, mark = _head(s)
             added = s.execute(
                 select(row.id, row.vec_seq, row.vector).where(row.vec_seq > seq, live)
@@ -59,7 +59,7 @@ class History:
     def dead_since(self, seq: int) -> tuple[int, list[int]]:
         """Ids whose vector was removed after ``seq`` and that are not live again, and the
         current sequence number, read in one snapshot."""
-        with Session(self.engine) as s, s.begin():
+        with Session(self.snapshot) as s, s.begin():
             current = s.scalar(select(Meta.value).where(Meta.key == "seq"))
             live = select(ImageRow.id).where(ImageRow.status == "indexed")
             ids = s.scalars(
@@ -68,7 +68,11 @@ class History:
         return (int(current) if current else 0), list(ids)
 
     def _next_seq(self, s: Session) -> int:
-        row = s.get(Meta, "seq")
+        """The number of the commit ``s`` is making. On a server several writers may commit at
+        once: the ``seq`` row stays locked until this one commits, so commits become visible in
+        the order of their numbers, and a reader that synced to ``n`` never misses a later
+        commit numbered below it."""
+        row = s.get(Meta, "seq", with_for_update=True)
         nxt = int(row.value) + 1 if row else 1
         mark = secrets.token_hex(8)
         s.merge(Meta(key="seq", value=str(nxt)))

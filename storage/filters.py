@@ -189,10 +189,12 @@ class Filters:
             if f.init and f.name != "min_score"
         )
 
-    def where(self, roots: Iterable[str] = ()) -> list[ColumnElement[bool]]:
+    def where(
+        self, roots: Iterable[str] = (), dialect: str = "sqlite"
+    ) -> list[ColumnElement[bool]]:
         """SQL conditions on ``images`` rows for everything but the glob (see
         :meth:`matches_glob`); ``roots``: the collection's indexed folders, for relative
-        ``folders``."""
+        ``folders``; ``dialect``: the catalog database's (how odd paths are stored)."""
         row, out = ImageRow, []
         if self.folders:
             prefixes = []
@@ -201,7 +203,7 @@ class Filters:
                     prefixes.append(f)
                 else:
                     prefixes.extend(os.path.join(r, f) for r in roots)
-            out.append(or_(*(_under(p) for p in prefixes)) if prefixes else literal(False))
+            out.append(or_(*(_under(p, dialect) for p in prefixes)) if prefixes else literal(False))
         if self.after is not None:
             out.append(_taken(self.after, ">="))
         if self.before is not None:
@@ -233,7 +235,7 @@ class Filters:
             pattern = os.path.join("*", pattern)
         return fnmatchcase(path, pattern)
 
-    def glob_prefilter(self, dialect: str = "") -> ColumnElement[bool] | None:
+    def glob_prefilter(self, dialect: str = "sqlite") -> ColumnElement[bool] | None:
         """A cheap SQL condition every path :meth:`matches_glob` takes also meets (a superset),
         or None: the pattern's literal folder, when it starts with one; on SQLite, its ``GLOB``
         (the same ``*`` and ``?``; a pattern with ``[`` is left to Python), which the path
@@ -245,7 +247,7 @@ class Filters:
         head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
         folder = head[: head.rfind(os.sep)] if os.sep in head else ""
         if os.path.isabs(pattern) and folder.strip(os.sep):
-            out.append(_under(folder))
+            out.append(_under(folder, dialect))
         if dialect == "sqlite" and "[" not in pattern and _is_text(pattern):
             whole = pattern if os.path.isabs(pattern) else os.path.join("*", pattern)
             path = ImageRow.path
@@ -261,14 +263,17 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _under(folder: str) -> ColumnElement[bool]:
+def _under(folder: str, dialect: str = "sqlite") -> ColumnElement[bool]:
     """``images.path`` is ``folder`` or inside it: by ranges the path index serves, for paths
-    stored as text and for the odd ones stored as bytes (``FsPath``), which SQLite sorts after
-    every text value. ``/`` is followed by ``0`` in both orders."""
+    stored as text and, on SQLite, for the odd ones stored as bytes (``FsPath``), which it sorts
+    after every text value. ``/`` is followed by ``0`` in both orders (PostgreSQL's path columns
+    sort bytewise: ``COLLATE "C"``, schema 4)."""
     path = ImageRow.path
     raw = os.fsencode(folder)
-    # A folder that is not valid UTF-8 binds as bytes through FsPath, like the rows under it.
+    # A folder that is not valid UTF-8 binds through FsPath like the rows under it.
     text = or_(path == folder, and_(path >= folder + os.sep, path < folder + "0"))
+    if dialect != "sqlite":
+        return text  # odd paths are text there too (escaped bytes after a valid prefix)
     lo, hi = (literal(raw + s.encode(), LargeBinary) for s in (os.sep, "0"))
     return or_(text, and_(path >= lo, path < hi))
 

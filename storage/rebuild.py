@@ -65,7 +65,7 @@ def iter_catalog_vectors(
     from sqlalchemy.orm import Session
 
     row, live, meta = _tables(kind)
-    session = Session(catalog.engine)
+    session = Session(catalog.snapshot)
     session.begin()
     seq = int(session.scalar(select(meta.value).where(meta.key == "seq")) or 0)
     count = int(session.scalar(select(func.count()).select_from(row).where(live)) or 0)

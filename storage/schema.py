@@ -11,22 +11,30 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from sqlalchemy import Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 #: 2: ``images.ctime_ns`` and ``images.inode``, the ``roots`` and ``commits`` tables.
 #: 3: the ``tag_sets``, ``tagged`` and ``tags`` tables (an older vtsearch would leave the tags of
-#: a changed file in place).
-SCHEMA_VERSION = 3
+#: a changed file in place). The first Alembic revision (``storage/migrations``).
+#: 4: 64-bit integer columns on PostgreSQL (SQLite's are already); each later change is an
+#: Alembic revision whose number this follows, so an older vtsearch refuses the catalog.
+SCHEMA_VERSION = 4
+
+#: A 64-bit integer: nanosecond times and inode numbers overflow PostgreSQL's ``integer``.
+Int64 = BigInteger().with_variant(Integer, "sqlite")
 
 
 class FsPath(TypeDecorator):
     """A file path as the OS gives it, including names that are not valid UTF-8.
 
-    Python hands such names over with lone surrogates (``surrogateescape``), which SQLite's text
-    type cannot hold. Those paths are stored as their raw bytes (a BLOB in the same column) and
-    read back as the same ``str``; every other path stays plain text, so no migration is needed.
+    Python hands such names over with lone surrogates (``surrogateescape``), which a database's
+    text type cannot hold. SQLite stores those paths as their raw bytes (a BLOB in the same
+    column). PostgreSQL's column holds only text: each byte that is not UTF-8 is written as
+    U+FFFF (a noncharacter no real name uses) and two hex digits, so the valid folders before it
+    stay in the path's text and range filters on folders still take it. Both read back as the
+    same ``str``; every other path stays plain text.
     """
 
     impl = Text
@@ -38,13 +46,24 @@ class FsPath(TypeDecorator):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return os.fsencode(value)
+            if dialect.name == "sqlite":
+                return os.fsencode(value)
+            return "".join(
+                f"{ESCAPE}{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in value
+            )
         return value
 
     def process_result_value(self, value, dialect):
         if isinstance(value, bytes | bytearray | memoryview):
             return os.fsdecode(bytes(value))
+        if value is not None and ESCAPE in value:
+            parts = value.split(ESCAPE)
+            return parts[0] + "".join(chr(0xDC00 + int(p[:2], 16)) + p[2:] for p in parts[1:])
         return value
+
+
+#: Marks an escaped byte of a path that is not UTF-8 on databases other than SQLite (``FsPath``).
+ESCAPE = "\uffff"
 
 
 class Base(DeclarativeBase):
@@ -54,14 +73,14 @@ class Base(DeclarativeBase):
 class ImageRow(Base):
     __tablename__ = "images"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64)
     #: Inode change time and number: an in-place edit that keeps size and mtime (``exiftool -P``)
     #: still moves the change time. None in rows written before schema 2.
-    ctime_ns: Mapped[int | None] = mapped_column(Integer)
-    inode: Mapped[int | None] = mapped_column(Integer)
+    ctime_ns: Mapped[int | None] = mapped_column(Int64)
+    inode: Mapped[int | None] = mapped_column(Int64)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
@@ -71,7 +90,7 @@ class ImageRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
-    vec_seq: Mapped[int] = mapped_column(Integer, default=0)
+    vec_seq: Mapped[int] = mapped_column(Int64, default=0)
     indexed_at: Mapped[float] = mapped_column(Float)
 
     # AUTOINCREMENT: an id is never reused, so a FAISS id always names one image for good.
@@ -93,8 +112,8 @@ class Tombstone(Base):
 
     __tablename__ = "tombstones"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, index=True)
+    id: Mapped[int] = mapped_column(Int64, primary_key=True)
+    seq: Mapped[int] = mapped_column(Int64, index=True)
 
 
 class TextRow(Base):
@@ -102,11 +121,11 @@ class TextRow(Base):
 
     __tablename__ = "texts"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
     text: Mapped[str] = mapped_column(Text, unique=True)
     source: Mapped[str | None] = mapped_column(Text, index=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
-    vec_seq: Mapped[int] = mapped_column(Integer, index=True)
+    vec_seq: Mapped[int] = mapped_column(Int64, index=True)
     added_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = ({"sqlite_autoincrement": True},)
@@ -115,8 +134,8 @@ class TextRow(Base):
 class TextTombstone(Base):
     __tablename__ = "text_tombstones"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, index=True)
+    id: Mapped[int] = mapped_column(Int64, primary_key=True)
+    seq: Mapped[int] = mapped_column(Int64, index=True)
 
 
 class Root(Base):
@@ -136,7 +155,7 @@ class Commit(Base):
 
     __tablename__ = "commits"
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Int64, primary_key=True)
     mark: Mapped[str] = mapped_column(String(32))
 
 
@@ -162,7 +181,7 @@ class Tagged(Base):
     __tablename__ = "tagged"
 
     set_name: Mapped[str] = mapped_column(Text, primary_key=True)
-    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Int64, primary_key=True)
 
 
 class Tag(Base):
@@ -171,7 +190,7 @@ class Tag(Base):
     __tablename__ = "tags"
 
     set_name: Mapped[str] = mapped_column(Text, primary_key=True)
-    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Int64, primary_key=True)
     label: Mapped[str] = mapped_column(Text, primary_key=True)
     key: Mapped[str] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float)  # the model's similarity

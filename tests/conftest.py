@@ -98,3 +98,35 @@ def open_folder():
         if path.is_dir():
             path.chmod(0o755)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server started for this test session (see ``tests/pgserver.py``)."""
+    from pgserver import PgServer, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip(
+            "PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run installs "
+            "it where it may)"
+        )
+    server = PgServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server, request) -> str:
+    """A fresh empty PostgreSQL database for one test."""
+    import re
+
+    return pg_server.database(re.sub(r"\W", "_", request.node.name)[:50].lower())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request) -> str | None:
+    """Run a test on each catalog backend: None (the folder's SQLite file) or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_url")

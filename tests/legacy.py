@@ -15,7 +15,7 @@ def as_schema_1(folder: Path) -> None:
         CREATE TABLE images_v1 AS SELECT id, path, size, mtime_ns, sha256, width, height, format,
             taken_at, status, error, vector, vec_seq, indexed_at FROM images;
         DROP TABLE images; ALTER TABLE images_v1 RENAME TO images;
-        DROP TABLE roots; DROP TABLE commits;
+        DROP TABLE roots; DROP TABLE commits; DROP TABLE IF EXISTS alembic_version;
         DELETE FROM meta WHERE key = 'mark';
         UPDATE meta SET value = '1' WHERE key = 'schema_version';
         """

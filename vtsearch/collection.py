@@ -32,8 +32,10 @@ class Collection:
         device: str | None,
         embedder: Embedder | None,
         reranker: str | None,
+        catalog_url: str | None = None,
     ) -> None:
         self.path = path
+        self._catalog_url = catalog_url
         self._model_arg = embedder.model_id if embedder is not None else model
         self._device = device
         self._catalog: Catalog | None = None
@@ -55,12 +57,12 @@ class Collection:
 
         with self._lock:
             if self._catalog is None:
-                if not create and not (self.path / CATALOG_FILE).exists():
+                if not create and not self._on_server() and not (self.path / CATALOG_FILE).exists():
                     raise CollectionNotFoundError(
                         f"no collection at {self.path}; index a folder first "
                         f"(vtsearch index FOLDER) or pass --db"
                     )
-                self._catalog = Catalog.open(self.path)
+                self._catalog = Catalog.open(self.path, url=self._catalog_url)
             return self._catalog
 
     @property
@@ -167,7 +169,14 @@ class Collection:
     def write_lock(self):
         from vtsearch.storage.lock import write_lock
 
-        return write_lock(self.path)
+        server = self.catalog(create=True).engine if self._on_server() else None
+        return write_lock(self.path, server)
+
+    def _on_server(self) -> bool:
+        """Whether the catalog is on a database server (given, or recorded in the folder)."""
+        from vtsearch.storage.server_db import URL_FILE
+
+        return self._catalog_url is not None or (self.path / URL_FILE).exists()
 
     def reload_indexes(self) -> None:
         """Forget the loaded indexes (rebuilt on disk by check or optimize)."""

@@ -103,6 +103,16 @@ class CollectionPermissionError(StorageError):
     """A collection file or folder this user may not read (or write, for a writer)."""
 
 
+class CatalogConnectionError(StorageError):
+    """The collection's catalog server (PostgreSQL) cannot be reached or refused the login."""
+
+
+class RayError(VtsearchError):
+    """Ray is not installed, or its cluster cannot be reached or lost the work it was given."""
+
+    exit_code = 8
+
+
 class RootError(VtsearchError):
     """An indexed folder that is missing or suddenly looks empty; its rows are kept."""
 

@@ -10,8 +10,8 @@ from vtsearch import Engine
 from vtsearch.errors import CollectionNotFoundError, ModelMismatchError
 
 
-def test_first_run_then_nothing_to_do(tmp_path, photos, tiny_clip):
-    eng = Engine(tmp_path / "coll", model=tiny_clip)
+def test_first_run_then_nothing_to_do(tmp_path, photos, tiny_clip, catalog_url):
+    eng = Engine(tmp_path / "coll", model=tiny_clip, catalog=catalog_url)
     first = eng.index(photos, workers=0)
     assert (first.scanned, first.embedded, first.failed) == (7, 7, [])
     again = eng.index(photos, workers=0)
@@ -19,8 +19,8 @@ def test_first_run_then_nothing_to_do(tmp_path, photos, tiny_clip):
     assert eng.status().indexed == 7
 
 
-def test_add_modify_move_copy_delete(tmp_path, photos, tiny_clip):
-    eng = Engine(tmp_path / "coll", model=tiny_clip)
+def test_add_modify_move_copy_delete(tmp_path, photos, tiny_clip, catalog_url):
+    eng = Engine(tmp_path / "coll", model=tiny_clip, catalog=catalog_url)
     eng.index(photos, workers=0)
 
     make_photo(photos / "new.png", seed=50)  # added
@@ -58,9 +58,10 @@ def test_add_modify_move_copy_delete(tmp_path, photos, tiny_clip):
     assert top.path.endswith("img1.png") and top.score == pytest.approx(1.0, abs=1e-4)
 
 
-def test_queries_from_a_fresh_engine_see_the_saved_index(tmp_path, photos, tiny_clip):
-    Engine(tmp_path / "coll", model=tiny_clip).index(photos, workers=0)
-    fresh = Engine(tmp_path / "coll")  # model comes from the collection
+def test_queries_from_a_fresh_engine_see_the_saved_index(tmp_path, photos, tiny_clip, catalog_url):
+    Engine(tmp_path / "coll", model=tiny_clip, catalog=catalog_url).index(photos, workers=0)
+    # The model comes from the collection; the catalog's server too (the folder records it).
+    fresh = Engine(tmp_path / "coll")
     hits = fresh.search(image=photos / "img0.png", k=3)
     assert hits[0].path.endswith("img0.png")
     assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score

@@ -8,27 +8,27 @@ from vtsearch.storage.schema import SCHEMA_VERSION
 from vtsearch.storage.vectors import VectorIndex
 
 
-def test_model_is_bound_once_and_mismatch_refused(tmp_path):
-    cat = Catalog.open(tmp_path)
+def test_model_is_bound_once_and_mismatch_refused(tmp_path, catalog_url):
+    cat = Catalog.open(tmp_path, url=catalog_url)
     cat.bind_model("m1", 16)
     cat.bind_model("m1", 16)
     with pytest.raises(ModelMismatchError, match="--model m1"):
         cat.bind_model("m2", 16)
     with pytest.raises(ModelMismatchError):
         cat.bind_model("m1", 32)
-    assert Catalog.open(tmp_path).get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert Catalog.open(tmp_path, url=catalog_url).get_meta("schema_version") == str(SCHEMA_VERSION)
 
 
-def test_retrained_weights_of_the_same_model_are_refused(tmp_path):
-    cat = Catalog.open(tmp_path)
+def test_retrained_weights_of_the_same_model_are_refused(tmp_path, catalog_url):
+    cat = Catalog.open(tmp_path, url=catalog_url)
     cat.bind_model("vtsearch-lite", 16, revision="aaa")
     cat.bind_model("vtsearch-lite", 16, revision="aaa")
     with pytest.raises(ModelMismatchError, match="other weights"):
         cat.bind_model("vtsearch-lite", 16, revision="bbb")
 
 
-def test_changes_since_brings_a_stale_index_up_to_date(tmp_path):
-    cat = Catalog.open(tmp_path)
+def test_changes_since_brings_a_stale_index_up_to_date(tmp_path, catalog_url):
+    cat = Catalog.open(tmp_path, url=catalog_url)
     v = np.eye(4, dtype=np.float32)
     written = cat.write_batch(
         [NewImage(f"/p/{i}.jpg", 1, 1, f"h{i}", vector=v[i]) for i in range(3)]
@@ -49,8 +49,8 @@ def test_changes_since_brings_a_stale_index_up_to_date(tmp_path):
     assert cat.failures() == [("/p/1.jpg", "broken")]
 
 
-def test_ids_are_never_reused(tmp_path):
-    cat = Catalog.open(tmp_path)
+def test_ids_are_never_reused(tmp_path, catalog_url):
+    cat = Catalog.open(tmp_path, url=catalog_url)
     ((a, _),) = cat.write_batch([NewImage("/a.jpg", 1, 1, "h", vector=np.ones(4, np.float32))])
     cat.remove([a])
     ((b, _),) = cat.write_batch([NewImage("/b.jpg", 1, 1, "h", vector=np.ones(4, np.float32))])

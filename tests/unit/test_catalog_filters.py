@@ -37,8 +37,8 @@ ROWS = [
 
 
 @pytest.fixture
-def catalog(tmp_path) -> tuple[Catalog, dict[str, int]]:
-    cat = Catalog.open(tmp_path)
+def catalog(tmp_path, catalog_url) -> tuple[Catalog, dict[str, int]]:
+    cat = Catalog.open(tmp_path, url=catalog_url)
     cat.bind_model("synthetic", 4)
     v = np.eye(4, dtype=np.float32)[0]
     items = [
@@ -183,7 +183,10 @@ def test_a_catalog_from_before_the_filter_index_gets_it_when_opened(tmp_path):
 
     Catalog.open(tmp_path).close()
     con = sqlite3.connect(tmp_path / "catalog.db")
+    # As a schema 3 vtsearch made before the index existed (and before Alembic).
     con.execute("DROP INDEX ix_images_filters")
+    con.execute("DROP TABLE alembic_version")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     con.commit()
     cat = Catalog.open(tmp_path)
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -204,6 +207,8 @@ def test_filters_are_read_from_indexes_not_rows(catalog):
     from sqlalchemy import event
 
     cat, _ = catalog
+    if cat.on_server:
+        pytest.skip("SQLite's query plans; PostgreSQL plans a 10-row table by a scan")
     seen: list[tuple[str, tuple]] = []
 
     def keep(conn, cursor, statement, parameters, context, executemany):

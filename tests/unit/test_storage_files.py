@@ -149,9 +149,6 @@ def test_collection_files_follow_the_umask(tmp_path):
 # -- denied access, as a user that file modes apply to --------------------------------------------
 
 
-
-
-
 def run_unprivileged(folder: Path, script: str) -> subprocess.CompletedProcess:
     """Run ``PRELUDE + script`` with ``root = folder`` as a user that file modes bind: this user
     if it is not root, else ``nobody``; skip where privileges cannot be dropped."""

@@ -40,6 +40,9 @@ class Engine(Indexing, Upkeep):
         embedder: an already loaded model to use (shared between engines); overrides ``model``.
         reranker: ``None`` (the model's fusion scorer if it ships one), ``"none"``, ``"blip"``,
             or the path of a fusion weights file.
+        catalog: a PostgreSQL URL (``postgresql+psycopg://user@host/db``) for the catalog of a
+            new collection, instead of the SQLite file in ``path``; the folder records it, so
+            later engines on ``path`` find it without (see ``docs/scale.md``).
 
     Example:
         >>> eng = Engine("/tmp/photos-index")  # doctest: +SKIP
@@ -54,10 +57,11 @@ class Engine(Indexing, Upkeep):
         device: str | None = None,
         embedder: Embedder | None = None,
         reranker: str | None = None,
+        catalog: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path else config.default_collection()
         #: The collection's lazily opened parts, shared by every thread using this engine.
-        self._parts = Collection(self.path, model, device, embedder, reranker)
+        self._parts = Collection(self.path, model, device, embedder, reranker, catalog)
 
     @property
     def model_id(self) -> str:

@@ -25,7 +25,7 @@ def check(ctx: click.Context, repair: bool, as_json: bool) -> None:
     """
     from vtsearch.api import Engine
 
-    report = Engine(ctx.obj["db"]).check(repair=repair)
+    report = Engine(ctx.obj["db"], catalog=ctx.obj["catalog"]).check(repair=repair)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:

@@ -35,4 +35,5 @@ def engine(ctx: click.Context):
         model=ctx.obj["model"],
         device=ctx.obj["device"],
         reranker=ctx.obj["reranker"],
+        catalog=ctx.obj["catalog"],
     )

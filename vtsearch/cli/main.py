@@ -32,6 +32,14 @@ from vtsearch.cli.train import train
     default=None,
     help="Collection folder (default: $VTSEARCH_HOME/default).",
 )
+@click.option(
+    "--catalog",
+    envvar="VTSEARCH_CATALOG",
+    default=None,
+    metavar="URL",
+    help="Keep a new collection's catalog in PostgreSQL (postgresql+psycopg://user@host/db) "
+    "instead of the SQLite file in --db; the folder remembers it.",
+)
 @click.option("--model", default=None, help="Model name or folder (default: vtsearch-lite).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if present).")
 @click.option(
@@ -44,6 +52,7 @@ from vtsearch.cli.train import train
 def main(
     ctx: click.Context,
     db: Path | None,
+    catalog: str | None,
     model: str | None,
     device: str | None,
     reranker: str | None,
@@ -57,7 +66,11 @@ def main(
     """
     ctx.ensure_object(dict)
     ctx.obj.update(
-        db=db or config.default_collection(), model=model, device=device, reranker=reranker
+        db=db or config.default_collection(),
+        catalog=catalog,
+        model=model,
+        device=device,
+        reranker=reranker,
     )
 
 

@@ -23,9 +23,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     st = engine(ctx).status()
     if as_json:
         data = {**st.__dict__, "failed": [(shown(p), r) for p, r in st.failed]}
-        data["roots"] = [
-            {"path": shown(p), "exists": ok, "images": n} for p, ok, n in st.roots
-        ]
+        data["roots"] = [{"path": shown(p), "exists": ok, "images": n} for p, ok, n in st.roots]
         click.echo(json.dumps(data, default=str))
         return
     click.echo(f"collection: {st.path}" + (" (read-only for you)" if st.readonly else ""))

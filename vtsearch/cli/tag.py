@@ -27,8 +27,7 @@ from vtsearch.cli.common import engine
     type=int,
     default=1,
     show_default=True,
-    help="An image no label reaches the threshold for keeps its K most similar labels "
-    "(0: none).",
+    help="An image no label reaches the threshold for keeps its K most similar labels (0: none).",
 )
 @click.option("--limit", type=int, default=5, show_default=True, help="At most this many tags.")
 @click.option("--list", "list_sets", is_flag=True, help="Show the label sets and tag counts.")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the catalog schema (``vtsearch.storage.migrate`` runs them)."""

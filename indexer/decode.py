@@ -53,7 +53,7 @@ class ImageFiles(Dataset):
             return Decoded(i, None, error=describe_error(e, self.paths[i]))
 
 
-def _collate(items: list[Decoded]) -> tuple[torch.Tensor | None, list[Decoded]]:
+def collate(items: list[Decoded]) -> tuple[torch.Tensor | None, list[Decoded]]:
     good = [d.pixels for d in items if d.pixels is not None]
     return (torch.stack(good) if good else None), items
 
@@ -81,7 +81,7 @@ def decode_loader(
         ImageFiles(paths, transform),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         pin_memory=pin_memory,
         persistent_workers=False,
         worker_init_fn=_ignore_sigint if workers > 0 else None,
@@ -136,7 +136,7 @@ class DecodeInTurns:
     def __iter__(self) -> Iterator[Batch]:
         if self.threads <= 0:
             for start in self._starts:
-                yield _collate([self.files[i] for i in self._part(start)])
+                yield collate([self.files[i] for i in self._part(start)])
             return
         # torch.set_num_threads in a decode thread also sets the default that threads started
         # later take up: the consumer's own count is put back once the decode threads are gone.
@@ -152,7 +152,7 @@ class DecodeInTurns:
                         if self._ahead is None:
                             return
                         batch, self._ahead = self._ahead, None
-                        yield _collate([f.result() for f in batch])
+                        yield collate([f.result() for f in batch])
                 finally:
                     self._pool = None
                     if self._ahead:  # the consumer stopped early: drop the batch decoded for it

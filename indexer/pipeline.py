@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,6 +214,7 @@ def index_folder(
     tokens: TokenSink | None = None,
     hash_progress: HashProgress | None = None,
     deferred_deletes: list[tuple[int, str]] | None = None,
+    ray_address: str | None = None,
 ) -> IndexReport:
     """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
 
@@ -222,7 +223,8 @@ def index_folder(
     while scanning, hashing and between batches (for SIGINT); what was embedded before it said
     stop is committed, a plan cut short is dropped whole. With ``tokens``, each image's region
     tokens go to the token cache in the same step. ``hash_progress`` follows the reading of new
-    and changed files (their content hashes) before any embedding.
+    and changed files (their content hashes) before any embedding. ``ray_address``: decode and
+    embed on that Ray cluster (``ray_embed``) instead of here; everything else stays here.
 
     Raises:
         RootError: ``root`` holds no image files while the collection holds images from it (an
@@ -278,32 +280,28 @@ def index_folder(
     todo = plan.embed
     if progress:
         progress(0, len(todo))
-    device = embedder.device
     paths = [f.path for f, _, _ in todo]
-    if device.type == "cpu":
-        loader: Iterable = DecodeInTurns(paths, embedder.transform, batch_size, workers)
+    reduce = tokens.reduce if tokens is not None else None
+    if ray_address is not None:
+        from vtsearch.indexer.ray_embed import ray_embedded
+
+        batches = ray_embedded(paths, embedder, reduce, batch_size, ray_address)
     else:
-        loader = decode_loader(paths, embedder.transform, batch_size, workers, pin_memory=True)
+        batches = _embedded_here(paths, embedder, reduce, batch_size, workers)
     good = {r.id for r in known.values() if r.status == "indexed"}
     group = _Group(todo, catalog, vindex, tokens, report, progress, good)
     commit_every = config.commit_images()
-    for pixels, decoded in loader:
-        vectors = region_tokens = None
-        if pixels is not None:
-            with torch.inference_mode():
-                emb = embedder.encode_images(pixels.to(device, non_blocking=True))
-                if tokens is not None:
-                    region_tokens = tokens.reduce(emb.tokens)
-            vectors = emb.vectors.float().cpu().numpy()
-        if isinstance(loader, DecodeInTurns):
-            loader.decode_next()  # torch is done with the cores until the next batch
-        group.add(decoded, vectors, region_tokens)
-        stop = bool(should_stop and should_stop())
-        if group.size >= commit_every or stop:
-            group.commit()
-        if stop:
-            report.interrupted = True
-            break
+    try:
+        for decoded, vectors, region_tokens in batches:
+            group.add(decoded, vectors, region_tokens)
+            stop = bool(should_stop and should_stop())
+            if group.size >= commit_every or stop:
+                group.commit()
+            if stop:
+                report.interrupted = True
+                break
+    finally:
+        batches.close()  # a Ray run stops its actors; a local one its decode threads
     if group.size:
         group.commit()
 
@@ -311,6 +309,33 @@ def index_folder(
         reconcile_tokens(catalog, tokens.cache)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _embedded_here(
+    paths: list[str],
+    embedder: Embedder,
+    reduce: Callable[[torch.Tensor], np.ndarray] | None,
+    batch_size: int,
+    workers: int,
+) -> Iterator[tuple[list, np.ndarray | None, np.ndarray | None]]:
+    """``(decoded files, vectors of the good ones, their region tokens)`` per batch, embedded
+    in this process."""
+    device = embedder.device
+    if device.type == "cpu":
+        loader: Iterable = DecodeInTurns(paths, embedder.transform, batch_size, workers)
+    else:
+        loader = decode_loader(paths, embedder.transform, batch_size, workers, pin_memory=True)
+    for pixels, decoded in loader:
+        vectors = region_tokens = None
+        if pixels is not None:
+            with torch.inference_mode():
+                emb = embedder.encode_images(pixels.to(device, non_blocking=True))
+                if reduce is not None:
+                    region_tokens = reduce(emb.tokens)
+            vectors = emb.vectors.float().cpu().numpy()
+        if isinstance(loader, DecodeInTurns):
+            loader.decode_next()  # torch is done with the cores until the next batch
+        yield decoded, vectors, region_tokens
 
 
 def delete_deferred(

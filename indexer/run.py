@@ -71,6 +71,7 @@ def index_roots(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     hash_progress: HashProgress | None = None,
+    ray_address: str | None = None,
 ) -> IndexReport:
     """Index ``roots`` (None: every root the catalog records), then ``save`` the FAISS file
     (unless not ``save_at_end``; it is saved during a long run in any case).
@@ -109,13 +110,16 @@ def index_roots(
                 embedder,
                 extensions=extensions,
                 max_bytes=max_bytes,
-                batch_size=batch_size or default_batch_size(embedder.device),
+                # On Ray, the actors' device decides (``ray_embed``).
+                batch_size=batch_size
+                or (None if ray_address else default_batch_size(embedder.device)),
                 workers=default_workers(embedder.device) if workers is None else workers,
                 progress=checkpoint,
                 should_stop=should_stop,
                 tokens=tokens,
                 hash_progress=hash_progress,
                 deferred_deletes=deferred if refresh else None,
+                ray_address=ray_address,
             )
         except RootError:
             if not refresh:

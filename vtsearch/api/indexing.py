@@ -35,6 +35,7 @@ class Indexing:
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         hash_progress: Callable[[int, int], None] | None = None,
+        ray: str | None = None,
     ) -> IndexReport:
         """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work.
 
@@ -42,10 +43,13 @@ class Indexing:
         that no longer exists (or looks empty) is reported in ``missing_roots`` and keeps its
         rows, one that no longer exists and holds none is dropped (``dropped_roots``).
         ``progress`` follows the embedding, ``hash_progress`` the reading of new files before it;
-        ``should_stop`` is polled throughout (what was embedded is committed).
+        ``should_stop`` is polled throughout (what was embedded is committed). ``ray``: decode
+        and embed on a Ray cluster (``"auto"``, ``"local"``, or its address; a process that
+        called ``ray.init`` uses its own) while this process scans and commits.
 
         Raises:
             RootError: ``folder`` looks empty while the collection holds images from it.
+            RayError: Ray is missing, its cluster unreachable, or it failed the work.
         """
         from vtsearch.indexer.run import roots_to_index
 
@@ -61,6 +65,7 @@ class Indexing:
             progress=progress,
             should_stop=should_stop,
             hash_progress=hash_progress,
+            ray_address=ray,
         )
 
     def _index(self, roots: list[Path] | None, **options) -> IndexReport:

@@ -50,6 +50,14 @@ if TYPE_CHECKING:
     help="Skip files larger than this.",
 )
 @click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Decode and embed on a Ray cluster: auto (the one this machine is in), local (start one "
+    "here), or host:port. The cluster must see the files at the same paths.",
+)
+@click.option(
     "--watch",
     is_flag=True,
     help="Then keep the collection current as files change, one line per run, until Ctrl-C.",
@@ -77,6 +85,7 @@ def index(
     workers: int | None,
     extensions: tuple[str, ...],
     max_size_mb: int,
+    ray_address: str | None,
     watch: bool,
     debounce: float,
     rescan_minutes: float,
@@ -97,7 +106,10 @@ def index(
       vtsearch index                      # refresh every indexed folder
       vtsearch --db ./my-index index ./photos --batch-size 64
       vtsearch index --watch ./photos     # and keep it current
+      vtsearch index --ray auto /mnt/shared/photos   # embed on the Ray cluster
     """
+    if watch and ray_address:
+        raise click.UsageError("--ray embeds one run on a cluster; --watch runs here")
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
     options = {
         "batch_size": batch_size,
@@ -108,6 +120,7 @@ def index(
     if watch:
         _watch(ctx, folder, debounce, rescan_minutes * 60, options)
         return
+    options["ray"] = ray_address
     from tqdm import tqdm
 
     stop = {"asked": False}

@@ -1,0 +1,145 @@
+"""Indexing on a local Ray cluster (``ray.init(num_cpus=2)``): Ray Data actors decode and embed,
+this process commits. The collection equals a local run's, vector for vector (ids aside), and a
+worker killed mid-run costs nothing committed: Ray retries or the run stops, and the next run
+embeds only the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import make_photo
+
+from vtsearch import Engine
+from vtsearch.errors import RayError
+from vtsearch.storage.catalog import Catalog
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def many_photos(tmp_path):
+    folder = tmp_path / "many"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(36):
+        make_photo(folder / ("sub" if i % 3 == 0 else "") / f"p{i:02d}.png", seed=100 + i)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def rows_by_path(folder) -> dict[str, tuple]:
+    cat = Catalog.open(folder)
+    try:
+        rows = cat.rows(r.id for r in cat.records().values())
+        return {
+            r.path: (
+                r.status,
+                r.error,
+                r.width,
+                r.height,
+                r.format,
+                r.taken_at,
+                r.sha256,
+                np.frombuffer(r.vector, np.float32) if r.vector else None,
+            )
+            for r in rows.values()
+        }
+    finally:
+        cat.close()
+
+
+def assert_same_collection(a, b) -> None:
+    ra, rb = rows_by_path(a), rows_by_path(b)
+    assert sorted(ra) == sorted(rb)
+    for path, row in ra.items():
+        other = rb[path]
+        assert row[:7] == other[:7], path
+        if row[7] is None:
+            assert other[7] is None
+        else:
+            np.testing.assert_allclose(row[7], other[7], atol=1e-5, err_msg=path)
+
+
+def test_ray_run_equals_the_local_run(cluster, tmp_path, many_photos, tiny_clip):
+    here = Engine(tmp_path / "here", model=tiny_clip)
+    local = here.index(many_photos, batch_size=4, workers=0)
+    on_ray = Engine(tmp_path / "ray", model=tiny_clip)
+    remote = on_ray.index(many_photos, batch_size=4, ray="auto")
+    assert (remote.embedded, len(remote.failed)) == (local.embedded, len(local.failed)) == (36, 1)
+    assert_same_collection(tmp_path / "here", tmp_path / "ray")
+    hits = on_ray.search(image=many_photos / "p05.png", k=1)
+    assert hits[0].path.endswith("p05.png") and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    # A second run on the cluster has nothing to embed.
+    assert on_ray.index(many_photos, ray="auto").embedded == 0
+
+
+def _actor_pids() -> list[int]:
+    """Processes of the embedding actors: Ray names a worker's process after its actor."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"ray::" in cmdline and b"EmbedActor" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_worker_killed_mid_run_loses_nothing_committed(
+    cluster, tmp_path, many_photos, tiny_clip, monkeypatch
+):
+    monkeypatch.setenv("VTSEARCH_COMMIT_IMAGES", "4")
+    Engine(tmp_path / "here", model=tiny_clip).index(many_photos, batch_size=2, workers=0)
+    eng = Engine(tmp_path / "ray", model=tiny_clip)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = eng.index(many_photos, batch_size=2, ray="auto")
+        except RayError as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and worker.is_alive() and time.time() < deadline:
+        pids = _actor_pids()
+        committed = 0
+        if pids:
+            cat = Catalog.open(tmp_path / "ray", readonly=True)
+            committed = sum(cat.counts().values())
+            cat.close()
+        if pids and committed >= 4:
+            os.kill(pids[0], signal.SIGKILL)
+            killed = (pids[0], committed)
+        time.sleep(0.05)
+    worker.join(timeout=300)
+    assert killed is not None, "the run ended before a worker could be killed mid-run"
+    assert killed[1] < 37, "the worker was killed after the run had committed everything"
+    # Ray restarted the worker and retried its batch, or the run stopped with a typed error;
+    # either way the next run embeds exactly what is not committed yet.
+    done = Catalog.open(tmp_path / "ray", readonly=True).counts().get("indexed", 0)
+    again = eng.index(many_photos, batch_size=2, ray="auto")
+    assert again.embedded == 36 - done
+    assert_same_collection(tmp_path / "here", tmp_path / "ray")
+    if "report" in outcome:  # Ray's retry finished the first run: nothing was left
+        assert outcome["report"].embedded == 36 and again.embedded == 0

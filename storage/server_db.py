@@ -38,6 +38,26 @@ def server_url(folder: Path, url: str | None, sqlite_file: str) -> URL | None:
     recorded = _recorded(folder)
     if url is None:
         return recorded
+    given = parse_server_url(url, sqlite_file)
+    if recorded is not None and plain(recorded) != plain(given):
+        raise ConfigError(
+            f"the collection {folder} keeps its catalog at {redacted(recorded)}, not "
+            f"{redacted(given)}; leave out --catalog, or use another --db folder"
+        )
+    if recorded is None and (folder / sqlite_file).exists():
+        raise ConfigError(
+            f"the collection {folder} has its own catalog ({sqlite_file}); a PostgreSQL catalog "
+            "needs a collection folder of its own (--db)"
+        )
+    return given
+
+
+def parse_server_url(url: str, sqlite_file: str) -> URL:
+    """``url`` as a SQLAlchemy URL of a supported server.
+
+    Raises:
+        ConfigError: it is not a URL, or not one of a supported server.
+    """
     try:
         given = make_url(url)
     except ArgumentError as e:
@@ -51,17 +71,12 @@ def server_url(folder: Path, url: str | None, sqlite_file: str) -> URL | None:
             f"{given.get_backend_name()!r}; without it the catalog is {sqlite_file} in the "
             "collection folder"
         )
-    if recorded is not None and _plain(recorded) != _plain(given):
-        raise ConfigError(
-            f"the collection {folder} keeps its catalog at {redacted(recorded)}, not "
-            f"{redacted(given)}; leave out --catalog, or use another --db folder"
-        )
-    if recorded is None and (folder / sqlite_file).exists():
-        raise ConfigError(
-            f"the collection {folder} has its own catalog ({sqlite_file}); a PostgreSQL catalog "
-            "needs a collection folder of its own (--db)"
-        )
     return given
+
+
+def plain(url: URL) -> str:
+    """The URL as the folder records it: without the password."""
+    return url.set(password=None).render_as_string(hide_password=False)
 
 
 def record(folder: Path, url: URL) -> None:
@@ -70,7 +85,7 @@ def record(folder: Path, url: URL) -> None:
     if path.exists():
         return
     tmp = path.with_name(f".{URL_FILE}.{os.getpid()}")
-    tmp.write_text(_plain(url) + "\n")
+    tmp.write_text(plain(url) + "\n")
     os.replace(tmp, path)
 
 
@@ -107,10 +122,6 @@ def redacted_text(url: str) -> str:
         return redacted(make_url(url))
     except ArgumentError:
         return url.split("@")[-1]
-
-
-def _plain(url: URL) -> str:
-    return url.set(password=None).render_as_string(hide_password=False)
 
 
 def _recorded(folder: Path) -> URL | None:

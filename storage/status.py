@@ -22,6 +22,8 @@ class CollectionStatus:
     roots: list[tuple[str, bool, int]] = field(default_factory=list)
     #: Opened read-only (this user may not write the collection).
     readonly: bool = False
+    #: Where the catalog is: the SQLite file, or the PostgreSQL URL without its password.
+    catalog: str = ""
 
     @property
     def indexed(self) -> int:
@@ -41,6 +43,7 @@ def collection_status(folder: Path, catalog: Catalog) -> CollectionStatus:
         bytes_on_disk=sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
         roots=_roots(catalog),
         readonly=catalog.readonly,
+        catalog=catalog.location,
     )
 
 

@@ -151,6 +151,37 @@ def test_cli_indexes_and_queries_with_the_catalog_on_postgres(tmp_path, photos, 
     done = vts("query", "--image", str(photos / "img0.png"), "-n", "1")
     assert done.returncode == 0, done.stderr
     assert "img0.png" in done.stdout
+    shown = vts("status")
+    assert shown.returncode == 0 and f"catalog:    {pg_url}" in shown.stdout
+    assert "indexed:    7" in shown.stdout
     bad = vts("status", catalog=pg_url.rsplit("/", 1)[0] + "/other")
     assert bad.returncode == 2 and "keeps its catalog at" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_sqlite_collection_moves_to_postgres_and_carries_on(tmp_path, photos, tiny_clip, pg_url):
+    from conftest import make_photo
+
+    coll = tmp_path / "coll"
+    eng = Engine(coll, model=tiny_clip)
+    eng.index(photos, workers=0)
+    before = [(h.path, round(h.score, 5)) for h in eng.search(image=photos / "img0.png", k=5)]
+    old_max = Catalog.open(coll).max_image_id()
+    eng.close()
+
+    report = Engine(coll).move_catalog(pg_url)
+    assert report.rows["images"] == 7 and not (coll / "catalog.db").exists()
+    assert (coll / "catalog.db.moved-to-postgresql").exists()
+
+    moved = Engine(coll)  # the folder now names the server
+    assert moved._parts.catalog(create=False).on_server
+    assert [
+        (h.path, round(h.score, 5)) for h in moved.search(image=photos / "img0.png", k=5)
+    ] == before
+    assert moved.index(photos, workers=0).embedded == 0  # nothing re-embedded
+    make_photo(photos / "later.png", seed=77)
+    assert moved.index(photos, workers=0).embedded == 1
+    cat = Catalog.open(coll)
+    assert cat.max_image_id() == old_max + 1 and cat.counts() == {"indexed": 8}
+    with pytest.raises(ConfigError, match="already keeps its catalog on a server"):
+        Engine(coll).move_catalog(pg_url)

@@ -11,6 +11,7 @@ from vtsearch.collection import Collection
 
 if TYPE_CHECKING:
     from vtsearch.search.dupes import DupeGroups
+    from vtsearch.storage.catalog_move import MoveReport
     from vtsearch.storage.check import CheckReport
     from vtsearch.storage.export import ExportReport
     from vtsearch.storage.rebuild import OptimizeReport
@@ -106,6 +107,22 @@ class Upkeep:
             )
         self._parts.reload_indexes()
         return reports
+
+    def move_catalog(self, url: str) -> MoveReport:
+        """Move the collection's SQLite catalog into the empty PostgreSQL database ``url``
+        (ids, history and marks kept: the vector index files stay valid); the folder records
+        the server, and the SQLite file is kept aside, renamed.
+
+        Raises:
+            ConfigError: no SQLite catalog here, or the database is not empty.
+            CatalogConnectionError: the server cannot be reached.
+        """
+        from vtsearch.storage.catalog_move import move_to_server
+
+        self._parts.catalog(create=False)
+        with self._parts.write_lock():
+            self._parts.close()
+            return move_to_server(self.path, url)
 
     def status(self) -> CollectionStatus:
         """Model, counts, folders, failed files and size on disk of the collection."""

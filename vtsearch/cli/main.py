@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from vtsearch import config
+from vtsearch.cli.catalog import move_catalog
 from vtsearch.cli.check import check
 from vtsearch.cli.common import ErrorsAsMessages
 from vtsearch.cli.dupes import dupes
@@ -78,3 +79,4 @@ for command in (index, query, status, roots, texts, eval_cmd, train, check, opti
     main.add_command(command)
 main.add_command(export)
 main.add_command(tag)
+main.add_command(move_catalog)

@@ -27,6 +27,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(data, default=str))
         return
     click.echo(f"collection: {st.path}" + (" (read-only for you)" if st.readonly else ""))
+    click.echo(f"catalog:    {shown(st.catalog)}")
     click.echo(f"model:      {st.model_id} (dim {st.dim}, index {st.index_kind})")
     click.echo(f"indexed:    {st.indexed}")
     click.echo(f"failed:     {st.counts.get('failed', 0)}")

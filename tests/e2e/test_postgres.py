@@ -185,3 +185,36 @@ def test_a_sqlite_collection_moves_to_postgres_and_carries_on(tmp_path, photos, 
     assert cat.max_image_id() == old_max + 1 and cat.counts() == {"indexed": 8}
     with pytest.raises(ConfigError, match="already keeps its catalog on a server"):
         Engine(coll).move_catalog(pg_url)
+
+
+def test_every_feature_runs_on_a_postgres_catalog(tmp_path, photos, tiny_clip, pg_url):
+    """Texts, tags, filters, duplicates, export and check: the same catalog code on the server."""
+    import pyarrow.parquet as pq
+
+    from vtsearch.storage.filters import Filters
+
+    coll = tmp_path / "coll"
+    eng = Engine(coll, model=tiny_clip, catalog=pg_url)
+    eng.index(photos, workers=0)
+    assert eng.add_texts(["a red square", "a blue circle"], source="mine") == 2
+    hits = eng.search_texts(image=photos / "img0.png", k=2)
+    assert {h.text for h in hits} == {"a red square", "a blue circle"}
+    report = eng.tag("red,blue,green", top_k=1)
+    assert report.tags == 7 and all(len(eng.image(i).tags) == 1 for i in range(1, 8))
+    label = eng.image(1).tags[0]
+    tagged = eng.search(image=photos / "img0.png", k=10, filters=Filters(tags=(label,)))
+    assert tagged and all(label in eng.image(h.id).tags for h in tagged)
+    inside = eng.search(
+        image=photos / "img0.png", k=10, filters=Filters(folders=(str(photos / "sub"),))
+    )
+    assert [os.path.basename(h.path) for h in inside] == ["deep.jpg"]
+    (photos / "img0-copy.png").write_bytes((photos / "img0.png").read_bytes())
+    eng.index(photos, workers=0)
+    groups = eng.duplicates(exact_only=True)
+    assert [sorted(os.path.basename(f.path) for f in g.files) for g in groups] == [
+        ["img0-copy.png", "img0.png"]
+    ]
+    out = eng.export(tmp_path / "rows.parquet")
+    assert out.rows == 8 and len(pq.read_table(tmp_path / "rows.parquet")) == 8
+    assert eng.check().ok
+    eng.close()

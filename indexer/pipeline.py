@@ -28,7 +28,14 @@ import torch
 from vtsearch import config
 from vtsearch.errors import RootError
 from vtsearch.indexer.decode import DecodeInTurns, decode_loader
-from vtsearch.indexer.scan import HashProgress, Plan, Stopped, plan_changes, scan_folder
+from vtsearch.indexer.scan import (
+    HashProgress,
+    Plan,
+    Stopped,
+    plan_changes,
+    scan_folder,
+    stat_files,
+)
 from vtsearch.models.base import Embedder
 from vtsearch.storage.catalog import Catalog, FileRecord, NewImage
 from vtsearch.storage.tokens import TokenCache
@@ -215,6 +222,7 @@ def index_folder(
     hash_progress: HashProgress | None = None,
     deferred_deletes: list[tuple[int, str]] | None = None,
     ray_address: str | None = None,
+    listing: list[str] | None = None,
 ) -> IndexReport:
     """Bring the collection in line with ``root``; only new, changed, moved or deleted files cost.
 
@@ -225,6 +233,7 @@ def index_folder(
     tokens go to the token cache in the same step. ``hash_progress`` follows the reading of new
     and changed files (their content hashes) before any embedding. ``ray_address``: decode and
     embed on that Ray cluster (``ray_embed``) instead of here; everything else stays here.
+    ``listing``: the files under ``root`` (a manifest, ``scan.read_manifest``) instead of a walk.
 
     Raises:
         RootError: ``root`` holds no image files while the collection holds images from it (an
@@ -236,7 +245,10 @@ def index_folder(
         reconcile_tokens(catalog, tokens.cache)
     exts = {e.lower() for e in extensions}
     try:
-        files, rejected = scan_folder(root, exts, max_bytes, should_stop)
+        if listing is None:
+            files, rejected = scan_folder(root, exts, max_bytes, should_stop)
+        else:
+            files, rejected = stat_files(listing, exts, max_bytes)
     except Stopped:
         return IndexReport(interrupted=True, seconds=time.perf_counter() - t0)
     # Only rows this scan could have seen are its business: other roots, and files of other

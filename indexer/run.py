@@ -72,6 +72,7 @@ def index_roots(
     should_stop: Callable[[], bool] | None = None,
     hash_progress: HashProgress | None = None,
     ray_address: str | None = None,
+    listing: list[str] | None = None,
 ) -> IndexReport:
     """Index ``roots`` (None: every root the catalog records), then ``save`` the FAISS file
     (unless not ``save_at_end``; it is saved during a long run in any case).
@@ -79,6 +80,7 @@ def index_roots(
     With ``roots`` None, a root that no longer exists (or looks empty) is reported in
     ``missing_roots`` and keeps its rows; one that no longer exists and holds none is forgotten
     (``dropped_roots``). An explicit root that looks empty raises :class:`RootError`.
+    ``listing``: the files of the one root given (a manifest) instead of a walk of it.
     """
     refresh = roots is None
     todo = [Path(r) for r in catalog.roots()] if refresh else list(roots or [])
@@ -120,6 +122,7 @@ def index_roots(
                 hash_progress=hash_progress,
                 deferred_deletes=deferred if refresh else None,
                 ray_address=ray_address,
+                listing=listing,
             )
         except RootError:
             if not refresh:

@@ -77,11 +77,20 @@ def scan_folder(
     catalogued under it are kept as they are (see ``plan_changes``), not taken for deleted.
     Raises :class:`Stopped` when ``should_stop`` says so (polled every folder).
     """
+    unlisted: list[tuple[FileStat, str]] = []
+    found, rejected = stat_files(_walk(root, unlisted, should_stop), extensions, max_bytes)
+    return found, rejected + unlisted
+
+
+def stat_files(
+    paths: Iterable[str], extensions: Iterable[str], max_bytes: int
+) -> tuple[list[FileStat], list[tuple[FileStat, str]]]:
+    """The image files among ``paths`` (by extension), sorted, and those that cannot be used
+    with the reason: what :func:`scan_folder` finds in a folder, for a given list (a manifest)."""
     exts = {e.lower() for e in extensions}
     found: list[FileStat] = []
     rejected: list[tuple[FileStat, str]] = []
-    unlisted: list[tuple[FileStat, str]] = []
-    for path in _walk(root, unlisted, should_stop):
+    for path in paths:
         if os.path.splitext(path)[1].lower() not in exts:
             continue
         try:
@@ -99,7 +108,7 @@ def scan_folder(
         else:
             found.append(stat)
     found.sort(key=lambda f: f.path)
-    return found, rejected + unlisted
+    return found, rejected
 
 
 def _stat_error(path: str, e: OSError) -> str:
@@ -268,3 +277,31 @@ def _moved_in(
         if not os.path.lexists(rec.path):
             return rec
     return None
+
+
+def read_manifest(path: Path) -> tuple[Path, list[str]]:
+    """The files a manifest lists (one absolute path per line; blank lines and ``#`` comments
+    skipped) and the folder they share, which the collection records as their root: files
+    catalogued under it that the manifest no longer lists are deleted, as a scan would.
+
+    Raises:
+        ConfigError: the manifest cannot be read, lists nothing, or lists a relative path.
+    """
+    from vtsearch.errors import ConfigError
+
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the manifest {path}: {e.strerror or e}") from e
+    paths = []
+    for line in raw.splitlines():
+        name = os.fsdecode(line.strip())
+        if not name or name.startswith("#"):
+            continue
+        if not os.path.isabs(name):
+            raise ConfigError(f"the manifest {path} lists {name!r}: give absolute paths")
+        paths.append(os.path.normpath(name))
+    if not paths:
+        raise ConfigError(f"the manifest {path} lists no files")
+    root = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+    return root, paths

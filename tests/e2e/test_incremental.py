@@ -7,7 +7,7 @@ import pytest
 from conftest import make_photo
 
 from vtsearch import Engine
-from vtsearch.errors import CollectionNotFoundError, ModelMismatchError
+from vtsearch.errors import CollectionNotFoundError, ConfigError, ModelMismatchError
 
 
 def test_first_run_then_nothing_to_do(tmp_path, photos, tiny_clip, catalog_url):
@@ -101,3 +101,22 @@ def test_a_collection_of_schema_1_upgrades_and_reembeds_nothing(tmp_path, photos
     # The change times it lacked are recorded: an edit that keeps size and mtime is seen now.
     assert all(rec.ctime_ns is not None for rec in eng._parts.catalog(False).records().values())
     assert eng.roots() == [str(photos)]
+
+
+def test_a_manifest_lists_the_files_and_what_it_drops_is_deleted(tmp_path, photos, tiny_clip):
+    eng = Engine(tmp_path / "coll", model=tiny_clip)
+    files = sorted(str(p) for p in photos.rglob("*.*"))
+    manifest = tmp_path / "files.txt"
+    manifest.write_text("# shard 1\n" + "\n".join(files) + "\n\n")
+    first = eng.index(manifest=manifest, workers=0)
+    assert (first.embedded, first.failed) == (7, [])
+    assert eng._parts.catalog(create=False).roots() == [str(photos)]
+    manifest.write_text("\n".join(files[1:]) + "\n")
+    again = eng.index(manifest=manifest, workers=0)
+    assert (again.embedded, again.deleted, again.unchanged) == (0, 1, 6)
+    assert eng.status().indexed == 6
+    manifest.write_text("photos/img0.png\n")
+    with pytest.raises(ConfigError, match="absolute paths"):
+        eng.index(manifest=manifest)
+    with pytest.raises(ConfigError, match="not both"):
+        eng.index(photos, manifest=manifest)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from vtsearch import config
 from vtsearch.collection import TEXTS, Collection
+from vtsearch.errors import ConfigError
 
 if TYPE_CHECKING:
     from vtsearch.indexer.pipeline import IndexReport
@@ -36,6 +37,7 @@ class Indexing:
         should_stop: Callable[[], bool] | None = None,
         hash_progress: Callable[[int, int], None] | None = None,
         ray: str | None = None,
+        manifest: str | Path | None = None,
     ) -> IndexReport:
         """Index (or re-index) ``folder``: only new, changed, moved or deleted files cost work.
 
@@ -45,15 +47,27 @@ class Indexing:
         ``progress`` follows the embedding, ``hash_progress`` the reading of new files before it;
         ``should_stop`` is polled throughout (what was embedded is committed). ``ray``: decode
         and embed on a Ray cluster (``"auto"``, ``"local"``, or its address; a process that
-        called ``ray.init`` uses its own) while this process scans and commits.
+        called ``ray.init`` uses its own) while this process scans and commits. ``manifest``: a
+        file listing the images (one absolute path a line, e.g. on shared storage) instead of
+        ``folder``; the folder they share becomes the root, and what it held before and the
+        manifest no longer lists is deleted.
 
         Raises:
             RootError: ``folder`` looks empty while the collection holds images from it.
             RayError: Ray is missing, its cluster unreachable, or it failed the work.
+            ConfigError: both ``folder`` and ``manifest``, or a manifest that lists nothing.
         """
         from vtsearch.indexer.run import roots_to_index
+        from vtsearch.indexer.scan import read_manifest
 
-        roots = roots_to_index(folder)
+        listing = None
+        if manifest is not None:
+            if folder is not None:
+                raise ConfigError("give a folder or a manifest, not both")
+            root, listing = read_manifest(Path(manifest).expanduser())
+            roots = [root]
+        else:
+            roots = roots_to_index(folder)
         if roots is None:
             self._parts.catalog(create=False)  # refreshing needs a collection
         return self._index(
@@ -66,6 +80,7 @@ class Indexing:
             should_stop=should_stop,
             hash_progress=hash_progress,
             ray_address=ray,
+            listing=listing,
         )
 
     def _index(self, roots: list[Path] | None, **options) -> IndexReport:

@@ -50,6 +50,13 @@ if TYPE_CHECKING:
     help="Skip files larger than this.",
 )
 @click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Index the files this file lists (one absolute path a line) instead of a FOLDER; "
+    "files of their shared folder it no longer lists are removed.",
+)
+@click.option(
     "--ray",
     "ray_address",
     default=None,
@@ -85,6 +92,7 @@ def index(
     workers: int | None,
     extensions: tuple[str, ...],
     max_size_mb: int,
+    manifest: Path | None,
     ray_address: str | None,
     watch: bool,
     debounce: float,
@@ -107,9 +115,12 @@ def index(
       vtsearch --db ./my-index index ./photos --batch-size 64
       vtsearch index --watch ./photos     # and keep it current
       vtsearch index --ray auto /mnt/shared/photos   # embed on the Ray cluster
+      vtsearch index --ray auto --manifest shard-07.txt
     """
-    if watch and ray_address:
-        raise click.UsageError("--ray embeds one run on a cluster; --watch runs here")
+    if watch and (ray_address or manifest):
+        raise click.UsageError("--watch watches folders here; not with --ray or --manifest")
+    if manifest and folder:
+        raise click.UsageError("give FOLDER or --manifest, not both")
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
     options = {
         "batch_size": batch_size,
@@ -121,6 +132,7 @@ def index(
         _watch(ctx, folder, debounce, rescan_minutes * 60, options)
         return
     options["ray"] = ray_address
+    options["manifest"] = manifest
     from tqdm import tqdm
 
     stop = {"asked": False}

@@ -76,3 +76,16 @@ def test_a_catalog_newer_than_this_vtsearch_is_refused(schema3):
     Catalog.open(schema3).set_meta("schema_version", str(SCHEMA_VERSION + 1))
     with pytest.raises(SchemaVersionError, match="newer than this vtsearch"):
         Catalog.open(schema3)
+
+
+def test_the_migrations_make_the_schema_the_models_describe(tmp_path, catalog_url):
+    """What ``alembic revision --autogenerate`` would find: nothing to add, on either database."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from vtsearch.storage.schema import Base
+
+    cat = Catalog.open(tmp_path, url=catalog_url)
+    with cat.engine.connect() as con:
+        diff = compare_metadata(MigrationContext.configure(con), Base.metadata)
+    assert diff == []

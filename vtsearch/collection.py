@@ -33,9 +33,13 @@ class Collection:
         embedder: Embedder | None,
         reranker: str | None,
         catalog_url: str | None = None,
+        ray_address: str | None = None,
     ) -> None:
         self.path = path
         self._catalog_url = catalog_url
+        #: A Ray cluster to use: the image index's shards are searched there when the catalog
+        #: records a shard layout (``vtsearch shards build``), and indexing embeds there.
+        self.ray_address = ray_address
         self._model_arg = embedder.model_id if embedder is not None else model
         self._device = device
         self._catalog: Catalog | None = None
@@ -95,11 +99,23 @@ class Collection:
         catalog, embedder = self.bound(create=False)
         with self._lock:
             attr = "_tindex" if name == TEXTS else "_vindex"
+            if getattr(self, attr) is None and name != TEXTS and self.ray_address is not None:
+                setattr(self, attr, self._sharded(catalog))
             if getattr(self, attr) is None:
                 setattr(self, attr, VectorIndex.load_or_empty(self.path, embedder.dim, name=name))
             vindex = getattr(self, attr)
         vindex.sync(catalog, "text" if name == TEXTS else "image")
         return vindex
+
+    def _sharded(self, catalog: Catalog) -> VectorIndex | None:
+        """The image index's shards on the Ray cluster, when the catalog records a layout."""
+        from vtsearch.indexer.ray_embed import connect
+        from vtsearch.storage.shards import open_if_sharded, read_layout
+
+        if read_layout(catalog) is None:
+            return None
+        connect(self.ray_address or "auto")
+        return open_if_sharded(self.path, catalog)  # type: ignore[return-value]
 
     def stored_vectors(self) -> VectorIndex | None:
         """The image index caught up with the catalog, without loading the model (comparing
@@ -179,12 +195,20 @@ class Collection:
         return self._catalog_url is not None or (self.path / URL_FILE).exists()
 
     def reload_indexes(self) -> None:
-        """Forget the loaded indexes (rebuilt on disk by check or optimize)."""
+        """Forget the loaded indexes (rebuilt on disk by check, optimize or a shard build)."""
         with self._lock:
+            self._close_shards()
             self._vindex = self._tindex = self._searcher = None
+
+    def _close_shards(self) -> None:
+        close = getattr(self._vindex, "close", None)  # a ShardedIndex ends the actors it started
+        if close is not None:
+            close()
 
     def close(self) -> None:
         with self._lock:
+            self._close_shards()
+            self._vindex = None
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None

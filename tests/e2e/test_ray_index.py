@@ -147,3 +147,30 @@ def test_a_worker_killed_mid_run_loses_nothing_committed(
     assert_same_collection(tmp_path / "here", tmp_path / "ray")
     if "report" in outcome:  # Ray's retry finished the first run: nothing was left
         assert outcome["report"].embedded == 36 and again.embedded == 0
+
+
+def test_queries_search_the_shards_on_the_cluster_and_see_new_images(
+    cluster, tmp_path, many_photos, tiny_clip
+):
+    from vtsearch.storage.index_kinds import IndexSpec
+    from vtsearch.storage.shards import build_shards
+
+    coll = tmp_path / "coll"
+    here = Engine(coll, model=tiny_clip)
+    here.index(many_photos, workers=0)
+    query = many_photos / "p07.png"
+    expected = [(h.path, round(h.score, 5)) for h in here.search(image=query, k=10)]
+    here.close()
+    cat = Catalog.open(coll)
+    build_shards(cat, coll, 2, IndexSpec("flat"))
+    cat.close()
+
+    sharded = Engine(coll, ray="auto")
+    assert type(sharded._parts.vectors()).__name__ == "ShardedIndex"
+    assert [(h.path, round(h.score, 5)) for h in sharded.search(image=query, k=10)] == expected
+    # A new photo indexed through the sharded engine reaches its shard (id % 2) at once.
+    make_photo(many_photos / "new.png", seed=999)
+    assert sharded.index(many_photos, workers=0).embedded == 1
+    top = sharded.search(image=many_photos / "new.png", k=1)[0]
+    assert top.path.endswith("new.png") and top.score == pytest.approx(1.0, abs=1e-4)
+    sharded.close()

@@ -43,6 +43,8 @@ class Engine(Indexing, Upkeep):
         catalog: a PostgreSQL URL (``postgresql+psycopg://user@host/db``) for the catalog of a
             new collection, instead of the SQLite file in ``path``; the folder records it, so
             later engines on ``path`` find it without (see ``docs/scale.md``).
+        ray: a Ray cluster (``"auto"``, ``"local"`` or its address) to index on and, once the
+            collection's index is sharded (``build_shards``), to search the shards on.
 
     Example:
         >>> eng = Engine("/tmp/photos-index")  # doctest: +SKIP
@@ -58,10 +60,11 @@ class Engine(Indexing, Upkeep):
         embedder: Embedder | None = None,
         reranker: str | None = None,
         catalog: str | None = None,
+        ray: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path else config.default_collection()
         #: The collection's lazily opened parts, shared by every thread using this engine.
-        self._parts = Collection(self.path, model, device, embedder, reranker, catalog)
+        self._parts = Collection(self.path, model, device, embedder, reranker, catalog, ray)
 
     @property
     def model_id(self) -> str:

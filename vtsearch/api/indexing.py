@@ -79,7 +79,7 @@ class Indexing:
             progress=progress,
             should_stop=should_stop,
             hash_progress=hash_progress,
-            ray_address=ray,
+            ray_address=ray or self._parts.ray_address,
             listing=listing,
         )
 

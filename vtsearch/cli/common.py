@@ -36,4 +36,5 @@ def engine(ctx: click.Context):
         device=ctx.obj["device"],
         reranker=ctx.obj["reranker"],
         catalog=ctx.obj["catalog"],
+        ray=ctx.obj["ray"],
     )

@@ -41,6 +41,14 @@ from vtsearch.cli.train import train
     help="Keep a new collection's catalog in PostgreSQL (postgresql+psycopg://user@host/db) "
     "instead of the SQLite file in --db; the folder remembers it.",
 )
+@click.option(
+    "--ray",
+    envvar="VTSEARCH_RAY",
+    default=None,
+    metavar="ADDRESS",
+    help="Use a Ray cluster (auto, local, or host:port): indexing embeds there, and queries "
+    "search the index's shards there once `vtsearch shards build` made them.",
+)
 @click.option("--model", default=None, help="Model name or folder (default: vtsearch-lite).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if present).")
 @click.option(
@@ -54,6 +62,7 @@ def main(
     ctx: click.Context,
     db: Path | None,
     catalog: str | None,
+    ray: str | None,
     model: str | None,
     device: str | None,
     reranker: str | None,
@@ -69,6 +78,7 @@ def main(
     ctx.obj.update(
         db=db or config.default_collection(),
         catalog=catalog,
+        ray=ray,
         model=model,
         device=device,
         reranker=reranker,

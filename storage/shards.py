@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vtsearch.errors import ConfigError, ModelMismatchError, StorageError
+from vtsearch.errors import ConfigError, ModelMismatchError, RayError, StorageError
 from vtsearch.storage.index_kinds import IVFPQ_MIN, IndexSpec, load_faiss, spec_for_kind
 from vtsearch.storage.vectors import VectorIndex
 
@@ -70,7 +70,7 @@ class ShardLayout:
     spec: IndexSpec
     #: Shard file stems under ``<collection>/shards``, shard ``i`` first.
     files: tuple[str, ...] = ()
-    #: Vectors the quantizer and codebooks were trained on (0: an exact kind, no training).
+    #: Vectors the quantizer and codebooks were trained on (0: an exact kind, or trained apart).
     trained_on: int = 0
     #: Vectors in the catalog when the shards were built.
     built_for: int = 0
@@ -79,7 +79,6 @@ class ShardLayout:
     mark: str | None = None
     rule: str = RULE
     kind: str = "image"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nlist(self) -> int:
@@ -125,6 +124,29 @@ def shard_spec(count: int, dim: int) -> IndexSpec:
     if count < IVFPQ_MIN:
         return IndexSpec("flat", built_for=count)
     return spec_for_kind("ivfpq", count, dim)
+
+
+def choose_spec(
+    kind: str,
+    count: int,
+    dim: int,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    pq_m: int | None = None,
+) -> IndexSpec:
+    """The shards' index spec: ``kind`` ``auto`` (:func:`shard_spec`), ``flat`` or ``ivfpq``
+    (the factory's parameters for ``count`` vectors, each overridable)."""
+    if kind == "auto":
+        spec = shard_spec(count, dim)
+    elif kind == "flat":
+        spec = IndexSpec("flat")
+    else:
+        spec = spec_for_kind("ivfpq", count, dim)
+    if spec.kind == "ivfpq":
+        spec = replace(
+            spec, nlist=nlist or spec.nlist, nprobe=nprobe or spec.nprobe, pq_m=pq_m or spec.pq_m
+        )
+    return spec
 
 
 def train_template(
@@ -186,7 +208,7 @@ def build_shards(
 
     Example:
         >>> layout = build_shards(catalog, folder, 2)  # doctest: +SKIP
-        >>> layout.files
+        >>> layout.files  # doctest: +SKIP
         ('shard-00of02', 'shard-01of02')
     """
     from vtsearch.storage.rebuild import iter_catalog_vectors
@@ -200,14 +222,18 @@ def build_shards(
         raise ModelMismatchError(
             f"the trained index has dimension {trained.dim}, the catalog's vectors {dim}"
         )
+    # Trained first, on a count read apart: the stream below holds a read transaction open from
+    # its start, so it starts only when it is consumed at once.
+    spec = (
+        trained.spec if trained is not None else spec or shard_spec(_live_count(catalog, kind), dim)
+    )
+    trained_on = 0
+    if trained is None:
+        trained, trained_on = train_template(catalog, dim, spec, kind)
+    faiss = load_faiss()
     seq, count, batches = iter_catalog_vectors(catalog, kind)
     try:
-        spec = trained.spec if trained is not None else spec or shard_spec(count, dim)
         spec = replace(spec, built_for=count)
-        trained_on = 0
-        if trained is None:
-            trained, trained_on = train_template(catalog, dim, spec, kind)
-        faiss = load_faiss()
         mark = catalog.mark_at(seq)
         shards = [
             VectorIndex(dim, spec, faiss.clone_index(trained.index), seq=seq, mark=mark)
@@ -233,16 +259,49 @@ def build_shards(
     return layout
 
 
+def _live_count(catalog: Catalog, kind: str) -> int:
+    """Live vectors of ``kind`` in the catalog."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from vtsearch.storage.rebuild import _tables
+
+    row, live, _ = _tables(kind)
+    with Session(catalog.engine) as s:
+        return int(s.scalar(select(func.count()).select_from(row).where(live)) or 0)
+
+
+def open_if_sharded(folder: Path, catalog: Catalog, kind: str = "image") -> ShardedIndex | None:
+    """The sharded index of the collection in ``folder`` when its catalog records a shard
+    layout and this process joined a Ray cluster (``ray.init``); None otherwise, and the query
+    path uses the collection's own ``VectorIndex``.
+
+    Errors of a recorded layout (a missing shard file, another dimension) are raised, not
+    papered over: they name the fix.
+    """
+    if read_layout(catalog, kind) is None:
+        return None
+    try:
+        import ray
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    index = ShardedIndex.open(folder, catalog, kind)
+    index.sync(catalog, kind)
+    return index
+
+
 def _ray():
     """The ``ray`` module, joined to a cluster; a typed error names the fix otherwise."""
     try:
         import ray
     except ImportError as e:
-        raise ConfigError(
+        raise RayError(
             "a sharded index needs Ray: pip install 'ray>=2.9' (then ray.init() or ray start)"
         ) from e
     if not ray.is_initialized():
-        raise ConfigError(
+        raise RayError(
             "no Ray cluster: call ray.init() (or ray.init(address='auto') to join a running "
             "one) before opening a sharded index"
         )
@@ -280,6 +339,8 @@ class _Shard:
         nprobe: int | None = None,
         ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """``VectorIndex.search`` of this shard; ``nprobe`` (IVF-PQ) replaces the probes of
+        the layout from now on (the driver's ``ShardedIndex.nprobe``)."""
         if nprobe and self.vi.kind == "ivfpq" and self.vi.spec.nprobe != nprobe:
             self.vi.spec = replace(self.vi.spec, nprobe=int(nprobe))
         return self.vi.search(queries, k, ids=ids)
@@ -404,6 +465,7 @@ class ShardedIndex:
         oldest = min(range(len(states)), key=lambda i: states[i][0])
         self.seq, self.mark = states[oldest][0], states[oldest][1]
         self._counts = [s[2] for s in states]
+        #: Lists each IVF-PQ shard probes per query (None: the layout's ``nprobe``).
         self.nprobe: int | None = None
 
     @classmethod
@@ -422,7 +484,7 @@ class ShardedIndex:
         this call started are ended by :meth:`close`.
 
         Raises:
-            ConfigError: Ray is not installed, or no cluster was joined.
+            RayError: Ray is not installed, or no cluster was joined.
             StorageError: no shard layout in the catalog, or a shard file is missing.
             ModelMismatchError: the layout's dimension is not the catalog's.
         """
@@ -561,8 +623,10 @@ class ShardedIndex:
         self._counts = _ray().get([a.count.remote() for a in self.actors])
         return sum(self._counts)
 
-    def save(self) -> None:
-        """Each actor writes its shard back to its file (after syncs: a restart replays less)."""
+    def save(self, folder: Path | None = None, name: str | None = None) -> None:
+        """Each actor writes its shard back to its own file (after syncs: a restart replays
+        less). ``folder`` and ``name`` are ignored: they make it a drop-in for
+        ``VectorIndex.save(folder)``."""
         _ray().get([a.save.remote() for a in self.actors])
 
     def close(self) -> None:

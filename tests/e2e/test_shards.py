@@ -14,7 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from vtsearch.errors import ConfigError, ModelMismatchError, StorageError  # noqa: E402
+from vtsearch.errors import ModelMismatchError, RayError, StorageError  # noqa: E402
 from vtsearch.search.retrieve import retrieve  # noqa: E402
 from vtsearch.storage import shards  # noqa: E402
 from vtsearch.storage.catalog import Catalog, NewImage  # noqa: E402
@@ -124,6 +124,12 @@ def test_layout_recorded_and_reopened_from_the_files(flat_collection):
         assert (f.folder / "shards" / f"{name}.faiss").exists()
     q = queries(f.x, 20, 3)
     before = sharded.search(q, K)
+    # What the query path opens: the running actors, found by name (and left running).
+    attached = shards.open_if_sharded(f.folder, cat)
+    assert attached is not None and not attached._owned
+    np.testing.assert_array_equal(attached.search(q, K)[1], before[1])
+    attached.close()
+    assert sharded.count() == 3000
     fresh = build_and_restart(f.folder, cat)
     try:
         after = fresh.search(q, K)
@@ -201,6 +207,7 @@ def test_errors_name_the_fix(flat_collection, tmp_path, monkeypatch):
     empty.bind_model("synthetic", DIM)
     with pytest.raises(StorageError, match="no shard layout"):
         ShardedIndex.open(tmp_path / "none", empty)
+    assert shards.open_if_sharded(tmp_path / "none", empty) is None
     # A layout whose shard file is gone.
     other = Catalog.open(tmp_path)
     other.bind_model("synthetic", DIM)
@@ -214,5 +221,30 @@ def test_errors_name_the_fix(flat_collection, tmp_path, monkeypatch):
     with pytest.raises(ModelMismatchError, match="rebuild the shards"):
         ShardedIndex.open(f.folder, wrong)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    with pytest.raises(ConfigError, match=r"ray\.init"):
+    with pytest.raises(RayError, match=r"ray\.init"):
         ShardedIndex.open(f.folder, cat)
+    assert shards.open_if_sharded(f.folder, cat) is None  # no cluster: the local index serves
+
+
+def test_cli_builds_and_shows_the_layout(tmp_path):
+    from click.testing import CliRunner
+
+    from vtsearch.cli.main import main
+
+    make_catalog(tmp_path, 500, 8)
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--db", str(tmp_path), "shards", *args])
+
+    r = run("show")
+    assert r.exit_code == 0 and "not sharded" in r.output
+    r = run("build", "--shards", "3")
+    assert r.exit_code == 0, r.output
+    assert "3 shards of 500 64-d vectors (flat)" in r.output
+    r = run("show", "--json")
+    assert json.loads(r.output)["files"] == ["shard-00of03", "shard-01of03", "shard-02of03"]
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.faiss")) == [
+        "shard-00of03.faiss",
+        "shard-01of03.faiss",
+        "shard-02of03.faiss",
+    ]

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vtsearch.storage.check import CheckReport
     from vtsearch.storage.export import ExportReport
     from vtsearch.storage.rebuild import OptimizeReport
+    from vtsearch.storage.shards import ShardLayout
     from vtsearch.storage.status import CollectionStatus
 
 
@@ -107,6 +108,40 @@ class Upkeep:
             )
         self._parts.reload_indexes()
         return reports
+
+    def build_shards(
+        self,
+        n_shards: int = 2,
+        kind: str = "auto",
+        *,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        pq_m: int | None = None,
+    ) -> ShardLayout:
+        """Split the image index into ``n_shards`` shard files that Ray actors hold (IVF-PQ
+        trained once on a catalog sample, built in bounded memory; ``kind`` ``flat`` for exact
+        shards) and record the layout in the catalog; an engine made with ``ray`` then searches
+        them on the cluster (see ``docs/scale.md``).
+
+        Raises:
+            ConfigError: no vectors yet, or too few to train IVF-PQ on.
+        """
+        from vtsearch.storage.shards import build_shards, choose_spec
+
+        catalog = self._parts.catalog(create=False)
+        dim = int(catalog.get_meta("dim") or 0)
+        count = catalog.counts().get("indexed", 0)
+        spec = choose_spec(kind, count, dim, nlist, nprobe, pq_m) if dim else None
+        with self._parts.write_lock():
+            layout = build_shards(catalog, self.path, n_shards, spec)
+        self._parts.reload_indexes()
+        return layout
+
+    def shard_layout(self) -> ShardLayout | None:
+        """The shard layout the catalog records, or None when the index is not sharded."""
+        from vtsearch.storage.shards import read_layout
+
+        return read_layout(self._parts.catalog(create=False))
 
     def move_catalog(self, url: str) -> MoveReport:
         """Move the collection's SQLite catalog into the empty PostgreSQL database ``url``

@@ -20,6 +20,7 @@ from vtsearch.cli.index import index
 from vtsearch.cli.optimize import optimize
 from vtsearch.cli.query import query
 from vtsearch.cli.serve import serve
+from vtsearch.cli.shards import shards
 from vtsearch.cli.status import roots, status
 from vtsearch.cli.tag import tag
 from vtsearch.cli.texts import texts
@@ -90,3 +91,4 @@ for command in (index, query, status, roots, texts, eval_cmd, train, check, opti
 main.add_command(export)
 main.add_command(tag)
 main.add_command(move_catalog)
+main.add_command(shards)

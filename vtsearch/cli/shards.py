@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+
+from vtsearch.cli.common import engine
 
 # Spelled out, not imported: `vtsearch --help` must not import numpy or faiss.
 KINDS = ("auto", "flat", "ivfpq")
-
-
-def _catalog(db: Path):
-    from vtsearch.errors import CollectionNotFoundError
-    from vtsearch.storage.catalog import CATALOG_FILE, Catalog
-
-    if not (db / CATALOG_FILE).exists():
-        raise CollectionNotFoundError(
-            f"no collection at {db}; index a folder first (vtsearch index FOLDER) or pass --db"
-        )
-    return Catalog.open(db)
 
 
 @click.group()
@@ -66,37 +55,7 @@ def build(
       vtsearch shards build --shards 4
       vtsearch --db ./big shards build --kind ivfpq --nlist 4096 --nprobe 32
     """
-    from dataclasses import replace
-
-    from vtsearch.errors import ConfigError
-    from vtsearch.storage.index_kinds import IndexSpec, spec_for_kind
-    from vtsearch.storage.lock import write_lock
-    from vtsearch.storage.shards import build_shards, shard_spec
-
-    db = ctx.obj["db"]
-    catalog = _catalog(db)
-    try:
-        n = catalog.counts().get("indexed", 0)
-        dim = int(catalog.get_meta("dim") or 0)
-        if not dim:
-            raise ConfigError(f"the collection at {db} holds no vectors yet; index a folder first")
-        if kind == "auto":
-            spec = shard_spec(n, dim)
-        elif kind == "flat":
-            spec = IndexSpec("flat")
-        else:
-            spec = spec_for_kind("ivfpq", n, dim)
-        if spec.kind == "ivfpq":
-            spec = replace(
-                spec,
-                nlist=nlist or spec.nlist,
-                nprobe=nprobe or spec.nprobe,
-                pq_m=pq_m or spec.pq_m,
-            )
-        with write_lock(db):
-            layout = build_shards(catalog, db, n_shards, spec)
-    finally:
-        catalog.close()
+    layout = engine(ctx).build_shards(n_shards, kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m)
     click.echo(_describe(layout))
 
 
@@ -110,13 +69,7 @@ def show(ctx: click.Context, as_json: bool) -> None:
     Example:
       vtsearch shards show --json
     """
-    from vtsearch.storage.shards import read_layout
-
-    catalog = _catalog(ctx.obj["db"])
-    try:
-        layout = read_layout(catalog)
-    finally:
-        catalog.close()
+    layout = engine(ctx).shard_layout()
     if layout is None:
         click.echo("not sharded (vtsearch shards build)")
     elif as_json:

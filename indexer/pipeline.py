@@ -233,7 +233,9 @@ def index_folder(
     tokens go to the token cache in the same step. ``hash_progress`` follows the reading of new
     and changed files (their content hashes) before any embedding. ``ray_address``: decode and
     embed on that Ray cluster (``ray_embed``) instead of here; everything else stays here.
-    ``listing``: the files under ``root`` (a manifest, ``scan.read_manifest``) instead of a walk.
+    ``listing``: the files under ``root`` (a manifest, ``scan.read_manifest``) instead of a walk;
+    only rows of listed files are then its business (nothing unlisted is deleted), and ``root``
+    is not recorded as a folder to refresh.
 
     Raises:
         RootError: ``root`` holds no image files while the collection holds images from it (an
@@ -258,13 +260,19 @@ def index_folder(
         for p, r in catalog.records(under=str(root)).items()
         if os.path.splitext(p)[1].lower() in exts or p.endswith(os.sep)  # unlistable folders
     }
+    if listing is not None:
+        # A manifest speaks only for the files it lists: other lists (other shards of an
+        # archive) share the folder, so what it does not name is left alone.
+        listed = set(listing)
+        known = {p: r for p, r in known.items() if p in listed}
     if not files and not rejected and known:
         raise RootError(
             f"{root} holds no image files, but the collection holds {len(known)} from it (an "
             "unmounted drive?); nothing was removed. If they are gone for good: "
             f"vtsearch roots remove {root}"
         )
-    catalog.add_root(str(root))
+    if listing is None:  # a manifest's folder is not walked by a refresh
+        catalog.add_root(str(root))
     plan = plan_changes(
         files,
         known,

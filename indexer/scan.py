@@ -281,8 +281,9 @@ def _moved_in(
 
 def read_manifest(path: Path) -> tuple[Path, list[str]]:
     """The files a manifest lists (one absolute path per line; blank lines and ``#`` comments
-    skipped) and the folder they share, which the collection records as their root: files
-    catalogued under it that the manifest no longer lists are deleted, as a scan would.
+    skipped), their folders resolved as a walk of a resolved root spells them (links too), and
+    the folder they share. A manifest run adds and updates the files it lists and leaves every
+    other row alone: several lists may share a folder.
 
     Raises:
         ConfigError: the manifest cannot be read, lists nothing, or lists a relative path.
@@ -300,7 +301,8 @@ def read_manifest(path: Path) -> tuple[Path, list[str]]:
             continue
         if not os.path.isabs(name):
             raise ConfigError(f"the manifest {path} lists {name!r}: give absolute paths")
-        paths.append(os.path.normpath(name))
+        folder, base = os.path.split(os.path.normpath(name))
+        paths.append(os.path.join(os.path.realpath(folder), base))
     if not paths:
         raise ConfigError(f"the manifest {path} lists no files")
     root = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))

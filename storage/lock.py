@@ -5,6 +5,7 @@ machines share the catalog, not the folder's lock file)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,4 +73,7 @@ def advisory_lock(engine: Engine, folder: Path | str) -> Iterator[None]:
         try:
             yield
         finally:
-            con.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_KEY})
+            # A connection that dropped has lost the lock already (the server ends a session's
+            # locks with it); its error must not hide the run's own.
+            with contextlib.suppress(Exception):
+                con.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_KEY})

@@ -48,22 +48,51 @@ class FsPath(TypeDecorator):
         except UnicodeEncodeError:
             if dialect.name == "sqlite":
                 return os.fsencode(value)
-            return "".join(
-                f"{ESCAPE}{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in value
-            )
+            return _escaped(value)
+        if ESCAPE in value and dialect.name != "sqlite":
+            return _escaped(value)  # a name holding the marker itself: escaped too
         return value
 
     def process_result_value(self, value, dialect):
         if isinstance(value, bytes | bytearray | memoryview):
             return os.fsdecode(bytes(value))
-        if value is not None and ESCAPE in value:
+        if value is not None and ESCAPE in value and dialect.name != "sqlite":
             parts = value.split(ESCAPE)
-            return parts[0] + "".join(chr(0xDC00 + int(p[:2], 16)) + p[2:] for p in parts[1:])
+            return parts[0] + "".join(_unescaped(p) for p in parts[1:])
         return value
 
 
-#: Marks an escaped byte of a path that is not UTF-8 on databases other than SQLite (``FsPath``).
+#: Marks an escaped byte of a path that is not UTF-8 on databases other than SQLite (``FsPath``),
+#: followed by its two hex digits (80 to ff), or by ``uu`` for the marker itself.
 ESCAPE = "\uffff"
+_LITERAL = "uu"
+
+
+def _escaped(value: str) -> str:
+    out = []
+    for c in value:
+        if 0xDC80 <= ord(c) <= 0xDCFF:
+            out.append(f"{ESCAPE}{ord(c) - 0xDC00:02x}")
+        elif c == ESCAPE:
+            out.append(ESCAPE + _LITERAL)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _unescaped(part: str) -> str:
+    """One part after a marker, back as it was; a part no escape made (a value another program
+    wrote) stays as it reads."""
+    head = part[:2]
+    if head == _LITERAL:
+        return ESCAPE + part[2:]
+    try:
+        code = int(head, 16)
+    except ValueError:
+        return ESCAPE + part
+    if len(head) == 2 and 0x80 <= code <= 0xFF:
+        return chr(0xDC00 + code) + part[2:]
+    return ESCAPE + part
 
 
 class Base(DeclarativeBase):

@@ -60,7 +60,8 @@ def parse_server_url(url: str, sqlite_file: str) -> URL:
     """
     try:
         given = make_url(url)
-    except ArgumentError as e:
+        given.port  # noqa: B018  (a port that is not a number fails here, not at connect)
+    except (ArgumentError, ValueError) as e:
         raise ConfigError(
             f"--catalog {redacted_text(url)!r} is not a database URL; give one such as "
             "postgresql+psycopg://user@host:5432/vtsearch"
@@ -76,7 +77,9 @@ def parse_server_url(url: str, sqlite_file: str) -> URL:
 
 def plain(url: URL) -> str:
     """The URL as the folder records it: without the password."""
-    return url.set(password=None).render_as_string(hide_password=False)
+    return (
+        _without_query_password(url)._replace(password=None).render_as_string(hide_password=False)
+    )
 
 
 def record(folder: Path, url: URL) -> None:
@@ -113,19 +116,29 @@ def server_engine(url: URL) -> Engine:
 
 
 def redacted(url: URL) -> str:
-    """The URL as messages show it: no password."""
-    return url.render_as_string(hide_password=True)
+    """The URL as messages show it: no password (nor one given as ``?password=``)."""
+    return _without_query_password(url).render_as_string(hide_password=True)
 
 
 def redacted_text(url: str) -> str:
     try:
         return redacted(make_url(url))
-    except ArgumentError:
-        return url.split("@")[-1]
+    except (ArgumentError, ValueError):
+        return url.split("@")[-1].split("?")[0]
+
+
+def _without_query_password(url: URL) -> URL:
+    return url.difference_update_query(["password"])
 
 
 def _recorded(folder: Path) -> URL | None:
     path = folder / URL_FILE
     if not path.exists():
         return None
-    return make_url(path.read_text().strip())
+    try:
+        return make_url(path.read_text().strip())
+    except (ArgumentError, ValueError, OSError) as e:
+        raise ConfigError(
+            f"{path} does not hold a readable database URL ({e}); write the catalog's "
+            "postgresql+psycopg://... URL into it, or pass --catalog"
+        ) from e

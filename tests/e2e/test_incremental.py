@@ -103,20 +103,26 @@ def test_a_collection_of_schema_1_upgrades_and_reembeds_nothing(tmp_path, photos
     assert eng.roots() == [str(photos)]
 
 
-def test_a_manifest_lists_the_files_and_what_it_drops_is_deleted(tmp_path, photos, tiny_clip):
+def test_manifests_index_what_they_list_and_leave_the_rest_alone(tmp_path, photos, tiny_clip):
     eng = Engine(tmp_path / "coll", model=tiny_clip)
     files = sorted(str(p) for p in photos.rglob("*.*"))
-    manifest = tmp_path / "files.txt"
-    manifest.write_text("# shard 1\n" + "\n".join(files) + "\n\n")
-    first = eng.index(manifest=manifest, workers=0)
-    assert (first.embedded, first.failed) == (7, [])
-    assert eng._parts.catalog(create=False).roots() == [str(photos)]
-    manifest.write_text("\n".join(files[1:]) + "\n")
-    again = eng.index(manifest=manifest, workers=0)
-    assert (again.embedded, again.deleted, again.unchanged) == (0, 1, 6)
-    assert eng.status().indexed == 6
-    manifest.write_text("photos/img0.png\n")
+    part1, part2 = tmp_path / "part1.txt", tmp_path / "part2.txt"
+    part1.write_text("# shard 1\n" + "\n".join(files[:4]) + "\n\n")
+    # Spelled through a link: stored as a walk of the resolved folder would store it.
+    (tmp_path / "link").symlink_to(photos)
+    part2.write_text("\n".join(f.replace(str(photos), str(tmp_path / "link")) for f in files[4:]))
+    assert eng.index(manifest=part1, workers=0).embedded == 4
+    second = eng.index(manifest=part2, workers=0)
+    assert (second.embedded, second.deleted) == (3, 0)  # part 1's rows are not part 2's business
+    assert eng.status().indexed == 7
+    assert eng._parts.catalog(create=False).roots() == []  # no folder to walk on a refresh
+    again = eng.index(manifest=part1, workers=0)
+    assert (again.embedded, again.deleted, again.unchanged) == (0, 0, 4)
+    # A walk of the folder finds the very rows the manifests made: nothing new, nothing doubled.
+    walk = eng.index(photos, workers=0)
+    assert (walk.embedded, walk.copied, walk.relinked, walk.unchanged) == (0, 0, 0, 7)
+    part1.write_text("photos/img0.png\n")
     with pytest.raises(ConfigError, match="absolute paths"):
-        eng.index(manifest=manifest)
+        eng.index(manifest=part1)
     with pytest.raises(ConfigError, match="not both"):
-        eng.index(photos, manifest=manifest)
+        eng.index(photos, manifest=part1)

@@ -218,3 +218,28 @@ def test_every_feature_runs_on_a_postgres_catalog(tmp_path, photos, tiny_clip, p
     assert out.rows == 8 and len(pq.read_table(tmp_path / "rows.parquet")) == 8
     assert eng.check().ok
     eng.close()
+
+
+def test_odd_file_names_round_trip_on_postgres(tmp_path, pg_url):
+    names = [
+        os.fsdecode(b"/p/caf\xe9/x.jpg"),  # not UTF-8
+        "/p/\uffff41.jpg",  # the escape marker in a valid name
+        "/p/\uffffzz.jpg",
+        "/p/plain.jpg",
+    ]
+    cat = Catalog.open(tmp_path, url=pg_url)
+    cat.write_batch(
+        [NewImage(n, 1, 2, f"h{i}", vector=np.ones(4, "f4")) for i, n in enumerate(names)]
+    )
+    assert sorted(cat.records()) == sorted(names)
+    from vtsearch.storage.filters import Filters
+
+    assert len(cat.matching_ids(Filters(folders=(os.fsdecode(b"/p/caf\xe9"),)))) == 1
+
+
+def test_no_password_is_written_to_the_folder_or_shown(tmp_path, pg_url):
+    with_password = pg_url.replace("vtsearch@", "vtsearch:hunter2@") + "?password=hunter3"
+    cat = Catalog.open(tmp_path, url=with_password)  # trust logins: the server ignores it
+    recorded = (tmp_path / "catalog.url").read_text()
+    assert "hunter" not in recorded and "hunter" not in cat.location
+    assert recorded.strip() == pg_url

@@ -24,6 +24,7 @@ collection folder must be on a file system every node mounts.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
@@ -50,9 +51,11 @@ def layout_key(kind: str = "image") -> str:
     return "shard_layout" if kind == "image" else "text_shard_layout"
 
 
-def shard_name(i: int, n: int) -> str:
-    """File stem of shard ``i`` of ``n`` (``VectorIndex.save`` adds ``.faiss`` and ``.json``)."""
-    return f"shard-{i:02d}of{n:02d}"
+def shard_name(i: int, n: int, build: str = "") -> str:
+    """File stem of shard ``i`` of ``n`` of one build (``VectorIndex.save`` adds ``.faiss`` and
+    ``.json``). Each build has names of its own: a rebuild never writes over the files a
+    running reader (or its actors) may still load or save."""
+    return f"shard-{build}-{i:02d}of{n:02d}" if build else f"shard-{i:02d}of{n:02d}"
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,8 @@ def build_shards(
     finally:
         batches.close()
     target = folder / SHARDS
-    names = tuple(shard_name(i, n_shards) for i in range(n_shards))
+    build = secrets.token_hex(4)
+    names = tuple(shard_name(i, n_shards, build) for i in range(n_shards))
     for shard, name in zip(shards, names, strict=True):
         shard.save(target, name)
     layout = ShardLayout(n_shards, dim, spec, names, trained_on, count, seq, mark, kind=kind)
@@ -356,7 +360,12 @@ class _Shard:
     def apply(
         self, seq: int, mark: str | None, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray
     ) -> tuple[int, str | None, int]:
-        """Apply catalog changes up to ``seq`` (removals first: a replaced id is re-added)."""
+        """Apply catalog changes up to ``seq`` (removals first: a replaced id is re-added).
+        Changes up to a number this shard already reflects are skipped: two drivers attached
+        to the same actors may sync in either order, and an older snapshot must not undo a
+        newer one."""
+        if seq <= self.vi.seq:
+            return self.state()
         self.vi.remove(removed)
         self.vi.add(ids, vectors)
         self.vi.seq, self.vi.mark = seq, mark
@@ -452,8 +461,16 @@ class ShardedIndex:
         >>> scores, ids = index.search(queries, 10)  # doctest: +SKIP
     """
 
-    def __init__(self, layout: ShardLayout, actors: list, folder: Path, owned: bool) -> None:
+    def __init__(
+        self,
+        layout: ShardLayout,
+        actors: list,
+        folder: Path,
+        owned: bool,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.layout = layout
+        self._catalog = catalog
         self.folder = folder
         self.actors = actors
         self._owned = owned
@@ -526,7 +543,7 @@ class ShardedIndex:
             )
             started = True
         try:
-            return cls(layout, actors, Path(folder), owned=started)
+            return cls(layout, actors, Path(folder), owned=started, catalog=catalog)
         except ray.exceptions.RayActorError as e:
             for a in actors:
                 ray.kill(a)
@@ -625,8 +642,12 @@ class ShardedIndex:
 
     def save(self, folder: Path | None = None, name: str | None = None) -> None:
         """Each actor writes its shard back to its own file (after syncs: a restart replays
-        less). ``folder`` and ``name`` are ignored: they make it a drop-in for
-        ``VectorIndex.save(folder)``."""
+        less), unless the catalog now records another build (a newer ``shards build``): these
+        shards are out of date and their files no longer the layout's. ``folder`` and ``name``
+        are ignored: they make it a drop-in for ``VectorIndex.save(folder)``."""
+        current = read_layout(self._catalog, self.layout.kind) if self._catalog else None
+        if current is None or current.files != self.layout.files:
+            return
         _ray().get([a.save.remote() for a in self.actors])
 
     def close(self) -> None:

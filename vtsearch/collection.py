@@ -45,6 +45,8 @@ class Collection:
         self._catalog: Catalog | None = None
         self._embedder: Embedder | None = embedder
         self._vindex: VectorIndex | None = None
+        #: The local image index when ``_vindex`` holds the Ray shards (``stored_vectors``).
+        self._local_vindex: VectorIndex | None = None
         self._tindex: VectorIndex | None = None
         self._reranker_name = reranker
         self._model_checked = False
@@ -127,9 +129,15 @@ class Collection:
         if not dim:
             return None
         with self._lock:
-            if self._vindex is None:
-                self._vindex = VectorIndex.load_or_empty(self.path, dim)
             vindex = self._vindex
+            if vindex is None or not isinstance(vindex, VectorIndex):
+                # Duplicates compare stored vectors (range search, reconstruct), which only
+                # the local index offers: with shards in use, it is kept apart.
+                if self._local_vindex is None:
+                    self._local_vindex = VectorIndex.load_or_empty(self.path, dim)
+                vindex = self._local_vindex
+                if self._vindex is None and self.ray_address is None:
+                    self._vindex = vindex
         vindex.sync(catalog, "image")
         return vindex
 
@@ -198,7 +206,7 @@ class Collection:
         """Forget the loaded indexes (rebuilt on disk by check, optimize or a shard build)."""
         with self._lock:
             self._close_shards()
-            self._vindex = self._tindex = self._searcher = None
+            self._vindex = self._tindex = self._searcher = self._local_vindex = None
 
     def _close_shards(self) -> None:
         close = getattr(self._vindex, "close", None)  # a ShardedIndex ends the actors it started
@@ -208,7 +216,7 @@ class Collection:
     def close(self) -> None:
         with self._lock:
             self._close_shards()
-            self._vindex = None
+            self._vindex = self._local_vindex = None
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None

@@ -174,3 +174,31 @@ def test_queries_search_the_shards_on_the_cluster_and_see_new_images(
     top = sharded.search(image=many_photos / "new.png", k=1)[0]
     assert top.path.endswith("new.png") and top.score == pytest.approx(1.0, abs=1e-4)
     sharded.close()
+
+
+def test_duplicates_use_the_local_index_while_queries_use_the_shards(
+    cluster, tmp_path, many_photos, tiny_clip
+):
+    from vtsearch.storage.index_kinds import IndexSpec
+    from vtsearch.storage.shards import build_shards
+
+    coll = tmp_path / "coll"
+    (many_photos / "copy.png").write_bytes((many_photos / "p01.png").read_bytes())
+    Engine(coll, model=tiny_clip).index(many_photos, workers=0)
+    cat = Catalog.open(coll)
+    build_shards(cat, coll, 2, IndexSpec("flat"))
+    cat.close()
+    for first in ("search", "dupes"):  # in either order
+        eng = Engine(coll, ray="auto")
+        steps = [
+            lambda eng=eng: eng.search(image=many_photos / "p01.png", k=2),
+            lambda eng=eng: eng.duplicates(exact_only=True),
+        ]
+        got = [step() for step in (steps if first == "search" else steps[::-1])]
+        hits, groups = got if first == "search" else got[::-1]
+        assert {h.path.rsplit("/", 1)[1] for h in hits} == {"p01.png", "copy.png"}
+        assert [sorted(f.path.rsplit("/", 1)[1] for f in g.files) for g in groups] == [
+            ["copy.png", "p01.png"]
+        ]
+        assert type(eng._parts.vectors()).__name__ == "ShardedIndex"
+        eng.close()

@@ -242,9 +242,16 @@ def test_cli_builds_and_shows_the_layout(tmp_path):
     assert r.exit_code == 0, r.output
     assert "3 shards of 500 64-d vectors (flat)" in r.output
     r = run("show", "--json")
-    assert json.loads(r.output)["files"] == ["shard-00of03", "shard-01of03", "shard-02of03"]
+    files = json.loads(r.output)["files"]
+    assert [f.split("-", 2)[2] for f in files] == ["00of03", "01of03", "02of03"]
     assert sorted(p.name for p in (tmp_path / "shards").glob("*.faiss")) == [
-        "shard-00of03.faiss",
-        "shard-01of03.faiss",
-        "shard-02of03.faiss",
+        f"{f}.faiss" for f in files
+    ]
+    # A second build writes files of its own and removes the first build's.
+    r = run("build", "--shards", "2")
+    assert r.exit_code == 0, r.output
+    again = json.loads(run("show", "--json").output)["files"]
+    assert not set(again) & set(files)
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.faiss")) == [
+        f"{f}.faiss" for f in again
     ]

@@ -305,7 +305,8 @@ def index_folder(
     if ray_address is not None:
         from vtsearch.indexer.ray_embed import ray_embedded
 
-        batches = ray_embedded(paths, embedder, reduce, batch_size, ray_address)
+        shape = (tokens.cache.n_tokens, tokens.cache.dim) if tokens is not None else None
+        batches = ray_embedded(paths, embedder, reduce, batch_size, ray_address, shape)
     else:
         batches = _embedded_here(paths, embedder, reduce, batch_size, workers)
     good = {r.id for r in known.values() if r.status == "indexed"}

@@ -64,6 +64,7 @@ class EmbedActor:
         device: str,
         reduce: Callable | None,
         threads: int,
+        token_shape: tuple[int, int] | None = None,
     ) -> None:
         import torch
 
@@ -72,6 +73,9 @@ class EmbedActor:
         torch.set_num_threads(threads)
         self.embedder = load_embedder(model_id, device)
         self.reduce = reduce
+        #: Every batch's tokens column has this shape per row, one that failed whole included:
+        #: Ray Data joins batches into blocks, which need one shape.
+        self.token_shape = token_shape
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -83,17 +87,17 @@ class EmbedActor:
         vectors = np.zeros((n, self.embedder.dim), dtype=np.float32)
         out: dict[str, np.ndarray] = {"index": np.asarray(batch["index"], dtype=np.int64)}
         tokens = None
+        if self.reduce is not None:
+            tokens = np.zeros((n, *(self.token_shape or ())), dtype=np.float32)
         if pixels is not None:
             with torch.inference_mode():
                 emb = self.embedder.encode_images(pixels.to(self.embedder.device))
                 vectors[good] = emb.vectors.float().cpu().numpy()
-                if self.reduce is not None:
-                    reduced = self.reduce(emb.tokens)
-                    tokens = np.zeros((n, *reduced.shape[1:]), dtype=reduced.dtype)
-                    tokens[good] = reduced
+                if tokens is not None:
+                    tokens[good] = self.reduce(emb.tokens)
         out["vector"] = vectors
-        if self.reduce is not None:
-            out["tokens"] = tokens if tokens is not None else np.zeros((n, 1), np.float32)
+        if tokens is not None:
+            out["tokens"] = tokens
         out["error"] = np.array([d.error or "" for d in decoded], dtype=object)
         out["width"] = np.array([d.width or 0 for d in decoded], dtype=np.int64)
         out["height"] = np.array([d.height or 0 for d in decoded], dtype=np.int64)
@@ -110,9 +114,11 @@ def ray_embedded(
     reduce: Callable | None,
     batch_size: int | None,
     address: str,
+    token_shape: tuple[int, int] | None = None,
 ) -> Iterator[tuple[list[Decoded], np.ndarray | None, np.ndarray | None]]:
     """``(decoded files, vectors of the good ones, their region tokens)`` per finished batch,
     what ``pipeline._Group.add`` takes; ``Decoded.index`` is the file's place in ``paths``.
+    ``token_shape``: ``(tokens, dim)`` of an image's reduced region tokens, with ``reduce``.
 
     Raises:
         RayError: the cluster cannot be reached, or failed the work (after Ray's own retries).
@@ -138,7 +144,7 @@ def ray_embedded(
     blocks = max(1, min(len(items) // batch_size, 4 * actors * 8))
     ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         EmbedActor,
-        fn_constructor_args=(embedder.model_id, device, reduce, threads),
+        fn_constructor_args=(embedder.model_id, device, reduce, threads, token_shape),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),

@@ -202,3 +202,32 @@ def test_duplicates_use_the_local_index_while_queries_use_the_shards(
         ]
         assert type(eng._parts.vectors()).__name__ == "ShardedIndex"
         eng.close()
+
+
+def test_the_default_model_on_ray_writes_the_same_region_tokens(cluster, tmp_path):
+    """vtsearch-lite's fusion re-ranker caches region tokens: the actors reduce them as this
+    process would, a batch whose files all fail included (batches of 2, the first two bad)."""
+    from vtsearch.storage.tokens import TokenCache
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a-bad1.jpg", "a-bad2.jpg"):
+        (folder / name).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    for i in range(3):
+        make_photo(folder / f"b{i}.png", seed=300 + i, size=(96, 72))
+
+    def tokens_by_path(coll) -> dict[str, np.ndarray]:
+        cat = Catalog.open(coll)
+        recs = {r.id: p for p, r in cat.records().items() if r.status == "indexed"}
+        cat.close()
+        got = TokenCache.open_existing(coll).get(np.array(sorted(recs)))
+        return {recs[i]: t for i, t in zip(sorted(recs), got, strict=True)}
+
+    Engine(tmp_path / "here").index(folder, batch_size=2, workers=0)
+    Engine(tmp_path / "ray").index(folder, batch_size=2, ray="auto")
+    assert_same_collection(tmp_path / "here", tmp_path / "ray")
+    here, there = tokens_by_path(tmp_path / "here"), tokens_by_path(tmp_path / "ray")
+    assert sorted(here) == sorted(there) and len(here) == 3
+    for path, t in here.items():
+        assert t is not None and there[path] is not None
+        np.testing.assert_allclose(t, there[path], atol=1e-2, err_msg=path)

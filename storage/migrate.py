@@ -53,36 +53,46 @@ def check(engine: Engine, readonly: bool) -> None:
             f"{SCHEMA_VERSION}, which needs write access: run `vtsearch status` once as a user "
             "who may write to the collection"
         )
-    for attempt in range(3):
-        try:
-            return upgrade(engine)
-        except OperationalError as e:
-            # SQLite runs DDL outside a transaction: another process creating the same new
-            # catalog may make a table between our look and our CREATE. Look again.
-            if "already exists" not in str(e) or attempt == 2:
-                raise
+    upgrade(engine)
 
 
 def upgrade(engine: Engine) -> None:
     """Run every Alembic revision the catalog lacks, in one transaction that holds the
-    database's write lock, so two processes opening an old catalog at once migrate it one after
-    the other (the second finds it done)."""
+    database's write lock (SQLite: ``BEGIN IMMEDIATE``, DDL included; PostgreSQL: an advisory
+    lock), so two processes opening an old or new catalog at once migrate it one after the
+    other, the second finding it done."""
+    with engine.connect() as con:
+        if con.dialect.name != "sqlite":
+            with con.begin():
+                con.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                _upgrade(con)
+            return
+        # pysqlite would run DDL outside any transaction: it is given the transaction itself.
+        con = con.execution_options(isolation_level="AUTOCOMMIT")
+        con.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            _upgrade(con)
+        except BaseException:
+            con.exec_driver_sql("ROLLBACK")
+            raise
+        con.exec_driver_sql("COMMIT")
+
+
+def _upgrade(con: Connection) -> None:
     from alembic.migration import MigrationContext
 
-    with engine.begin() as con:
-        _lock(con)
-        stored = _version(con)
-        if stored is not None and stored >= SCHEMA_VERSION:
-            if stored > SCHEMA_VERSION:
-                raise _newer(stored)
-            return
-        if MigrationContext.configure(con).get_current_revision() is None and _has_images(con):
-            _pre_alembic(con, stored or 1)
-            _alembic(con, "stamp", BASELINE)
-        _alembic(con, "upgrade", "head")
-        done = update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
-        if con.execute(done).rowcount == 0:
-            con.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+    stored = _version(con)
+    if stored is not None and stored >= SCHEMA_VERSION:
+        if stored > SCHEMA_VERSION:
+            raise _newer(stored)
+        return
+    if MigrationContext.configure(con).get_current_revision() is None and _has_images(con):
+        _pre_alembic(con, stored or 1)
+        _alembic(con, "stamp", BASELINE)
+    _alembic(con, "upgrade", "head")
+    done = update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
+    if con.execute(done).rowcount == 0:
+        con.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
 
 
 def head_revision() -> str:
@@ -100,14 +110,6 @@ def _alembic(con: Connection, verb: str, revision: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = con
     getattr(command, verb)(cfg, revision)
-
-
-def _lock(con: Connection) -> None:
-    if con.dialect.name == "postgresql":
-        con.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-    elif con.dialect.name == "sqlite" and _has_table(con, "meta"):
-        # A write takes SQLite's database lock for the rest of the transaction.
-        con.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
 
 
 def _version(con: Connection) -> int | None:

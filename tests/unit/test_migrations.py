@@ -89,3 +89,18 @@ def test_the_migrations_make_the_schema_the_models_describe(tmp_path, catalog_ur
     with cat.engine.connect() as con:
         diff = compare_metadata(MigrationContext.configure(con), Base.metadata)
     assert diff == []
+
+
+def _open(folder) -> str:
+    Catalog.open(folder).close()
+    return "ok"
+
+
+def test_processes_creating_one_new_catalog_at_once_make_it_once(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        assert pool.map(_open, [tmp_path] * 8) == ["ok"] * 8
+    assert _revision(tmp_path) == [(head_revision(),)]
+    cat = Catalog.open(tmp_path)
+    assert cat.get_meta("schema_version") == str(SCHEMA_VERSION) and cat.head() == (0, None)

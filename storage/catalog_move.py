@@ -37,7 +37,9 @@ class MoveReport:
 def move_to_server(folder: Path, url: str) -> MoveReport:
     """Copy every table of the folder's SQLite catalog into the empty PostgreSQL database
     ``url`` in one transaction, then record the URL in the folder and set the SQLite file aside
-    (renamed, not deleted). The caller holds the collection's write lock.
+    (renamed, not deleted). The caller holds the collection's write lock; other processes
+    using the collection must be stopped first (they would go on reading the old file). A move
+    killed after the copy committed is finished by running it again.
 
     Raises:
         ConfigError: the folder has no SQLite catalog, already uses a server, or the database
@@ -56,12 +58,17 @@ def move_to_server(folder: Path, url: str) -> MoveReport:
     rows: dict[str, int] = {}
     try:
         with source.snapshot.connect() as src, engine.begin() as dst:
-            if dst.scalar(select(func.count()).select_from(Base.metadata.tables["images"])):
+            held = dst.scalar(select(func.count()).select_from(Base.metadata.tables["images"]))
+            if held and _head(dst) == _head(src) and _head(src)[1] is not None:
+                # This very catalog, copied by a move killed before the folder recorded it
+                # (the same last commit and random mark): finish that move.
+                rows = {t.name: _count(dst, t) for t in Base.metadata.sorted_tables}
+            elif held:
                 raise ConfigError(
                     f"the database at {redacted(target_url)} already holds a catalog with images; "
                     "move into an empty database (createdb)"
                 )
-            for table in Base.metadata.sorted_tables:
+            for table in Base.metadata.sorted_tables if not held else ():
                 dst.execute(table.delete())  # the new catalog's own meta rows
                 n = 0
                 result = src.execute(select(table)).mappings()
@@ -69,7 +76,7 @@ def move_to_server(folder: Path, url: str) -> MoveReport:
                     dst.execute(insert(table), [dict(r) for r in chunk])
                     n += len(chunk)
                 rows[table.name] = n
-            for table in ("images", "texts"):
+            for table in ("images", "texts") if not held else ():
                 # New ids continue after the highest ever given (SQLite's AUTOINCREMENT record).
                 last = src.scalar(
                     text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table}
@@ -90,3 +97,15 @@ def move_to_server(folder: Path, url: str) -> MoveReport:
     for side in ("-wal", "-shm"):
         Path(str(db) + side).unlink(missing_ok=True)
     return MoveReport(redacted(target_url), rows, str(kept))
+
+
+def _head(con) -> tuple[str | None, str | None]:
+    meta = Base.metadata.tables["meta"]
+    got = dict(
+        con.execute(select(meta.c.key, meta.c.value).where(meta.c.key.in_(("seq", "mark")))).all()
+    )
+    return got.get("seq"), got.get("mark")
+
+
+def _count(con, table) -> int:
+    return int(con.scalar(select(func.count()).select_from(table)) or 0)

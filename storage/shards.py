@@ -149,6 +149,11 @@ def choose_spec(
         spec = replace(
             spec, nlist=nlist or spec.nlist, nprobe=nprobe or spec.nprobe, pq_m=pq_m or spec.pq_m
         )
+        if dim % spec.pq_m:
+            raise ConfigError(
+                f"--pq-m {spec.pq_m} does not divide the vectors' {dim} dimensions; give a "
+                f"divisor of {dim}"
+            )
     return spec
 
 

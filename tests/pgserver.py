@@ -74,14 +74,22 @@ class PgServer:
         return f"postgresql+psycopg://vtsearch@127.0.0.1:{self.port}/{database}"
 
     def database(self, name: str) -> str:
-        """A new empty database's URL."""
+        """A new empty database's URL. Its collation is a language's (ICU en-US) where the
+        server has ICU, as most installations' databases are: paths must still sort bytewise
+        where the catalog selects folders by range."""
         import psycopg
 
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=vtsearch dbname=postgres", autocommit=True
         ) as con:
             con.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            con.execute(f'CREATE DATABASE "{name}"')
+            try:
+                con.execute(
+                    f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                    "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                )
+            except psycopg.Error:
+                con.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:

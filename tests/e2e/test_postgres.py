@@ -187,6 +187,31 @@ def test_a_sqlite_collection_moves_to_postgres_and_carries_on(tmp_path, photos, 
         Engine(coll).move_catalog(pg_url)
 
 
+def test_a_move_killed_after_the_copy_is_finished_by_running_it_again(
+    tmp_path, photos, tiny_clip, pg_url
+):
+    from vtsearch.storage.catalog_move import move_to_server
+
+    coll = tmp_path / "coll"
+    eng = Engine(coll, model=tiny_clip)
+    eng.index(photos, workers=0)
+    eng.close()
+    move_to_server(coll, pg_url)
+    # As if killed between the server's commit and the folder's record: the file is back.
+    (coll / "catalog.url").unlink()
+    os.replace(coll / "catalog.db.moved-to-postgresql", coll / "catalog.db")
+    report = Engine(coll).move_catalog(pg_url)
+    assert report.rows["images"] == 7 and (coll / "catalog.url").exists()
+    assert Engine(coll).status().indexed == 7
+    # Another collection's catalog is refused: the database holds one already.
+    other = tmp_path / "other"
+    eng = Engine(other, model=tiny_clip)
+    eng.index(photos / "sub", workers=0)
+    eng.close()
+    with pytest.raises(ConfigError, match="already holds a catalog"):
+        Engine(other).move_catalog(pg_url)
+
+
 def test_every_feature_runs_on_a_postgres_catalog(tmp_path, photos, tiny_clip, pg_url):
     """Texts, tags, filters, duplicates, export and check: the same catalog code on the server."""
     import pyarrow.parquet as pq

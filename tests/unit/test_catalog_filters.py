@@ -230,3 +230,15 @@ def test_filters_are_read_from_indexes_not_rows(catalog):
     event.remove(cat.engine, "before_cursor_execute", keep)
     assert "sqlite_autoindex_images_1 (path>? AND path<?)" in plans["folder"], plans
     assert "COVERING INDEX ix_images_filters" in plans["date"], plans
+
+
+def test_folders_are_matched_case_for_case_whatever_the_database_collation(tmp_path, catalog_url):
+    """A language collation (the PostgreSQL test databases use ICU en-US) sorts '/photos/b'
+    between '/Photos/' and '/Photos0': paths must sort bytewise for folder ranges."""
+    cat = Catalog.open(tmp_path, url=catalog_url)
+    v = np.eye(4, dtype=np.float32)[0]
+    paths = ["/Photos/a.jpg", "/photos/b.jpg", "/Photos-2/c.jpg", "/PhotosX/d.jpg"]
+    cat.write_batch([NewImage(p, 1, 1, f"{i:064x}", vector=v) for i, p in enumerate(paths)])
+    by_id = {r.id: p for p, r in cat.records().items()}
+    got = [by_id[int(i)] for i in cat.matching_ids(Filters(folders=("/Photos",)))]
+    assert got == ["/Photos/a.jpg"]

@@ -13,7 +13,9 @@ from vtsearch.cli.common import engine
 def move_catalog(ctx: click.Context, url: str) -> None:
     """Move the collection's catalog from its SQLite file into the empty PostgreSQL database
     URL (postgresql+psycopg://user@host/db). Ids, history and vector index files are kept; the
-    folder remembers the server, and the SQLite file stays beside, renamed.
+    folder remembers the server, and the SQLite file stays beside, renamed. Stop every other
+    vtsearch process using the collection first (a running serve would keep reading the old
+    file). A move that was killed is finished by running it again.
 
     \b
     Example:

@@ -9,7 +9,7 @@ and filtered searches go to one known shard. Each shard is a ``VectorIndex`` fil
 (``shard_layout``).
 
 A ``ShardActor`` loads one shard file and answers searches and changes; ``ShardedIndex`` is the
-driver side: it starts (or finds, by name) the actors on the Ray cluster the caller joined with
+driver side: it starts (or, in the same Ray namespace, finds by name) the actors on the Ray cluster the caller joined with
 ``ray.init``, sends every search to all of them at once and merges their top-k. It offers what the
 query path uses of a ``VectorIndex`` (``search``, ``kind``, ``__len__``, ``sync``), so
 ``search.retrieve`` re-scores the merged IVF-PQ candidates exactly on the catalog's vectors, as
@@ -502,8 +502,9 @@ class ShardedIndex:
         """Start (or find, by name) one actor per shard of the layout recorded in ``catalog``.
 
         The caller has joined a Ray cluster (``ray.init``). Actors are named after the collection
-        folder and shard, so a second driver of the same collection finds the running ones; ones
-        this call started are ended by :meth:`close`.
+        folder and shard file, so another open in the same Ray namespace (the same job, or a
+        ``namespace`` given to both) finds the running ones; ones this call started are ended by
+        :meth:`close`.
 
         Raises:
             RayError: Ray is not installed, or no cluster was joined.

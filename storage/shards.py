@@ -11,11 +11,10 @@ and filtered searches go to one known shard. Each shard is a ``VectorIndex`` fil
 A ``ShardActor`` loads one shard file and answers searches and changes; ``ShardedIndex`` is the
 driver side: it starts (or, in the same Ray namespace, finds by name) the actors on the Ray
 cluster the caller joined with ``ray.init``, sends every search to all of them at once and merges
-their top-k. It offers what the
-query path uses of a ``VectorIndex`` (``search``, ``kind``, ``__len__``, ``sync``), so
-``search.retrieve`` re-scores the merged IVF-PQ candidates exactly on the catalog's vectors, as
-it does for one IVF-PQ index. Exact kinds (``flat``) shard too: their merged top-k is the one
-index's.
+their top-k. It offers what the query path uses of a ``VectorIndex`` (``search``, ``kind``,
+``__len__``, ``sync``), so ``search.retrieve`` re-scores the merged IVF-PQ candidates exactly on
+the catalog's vectors, as it does for one IVF-PQ index. Exact kinds (``flat``) shard too: their
+merged top-k is the one index's.
 
 Ray is imported inside functions: importing this module (or ``vtsearch --help``) never pays for it.
 Shard files are read by the actors from their path, so on a cluster of several machines the

@@ -231,3 +231,54 @@ def test_the_default_model_on_ray_writes_the_same_region_tokens(cluster, tmp_pat
     for path, t in here.items():
         assert t is not None and there[path] is not None
         np.testing.assert_allclose(t, there[path], atol=1e-2, err_msg=path)
+
+
+_DRIVER = """
+import sys
+from pathlib import Path
+from vtsearch import Engine
+Engine(Path(sys.argv[1]), model=sys.argv[3]).index(Path(sys.argv[2]), batch_size=2, ray="local")
+"""
+
+
+def test_a_driver_killed_mid_run_resumes_without_redoing_committed_work(
+    cluster, tmp_path, many_photos, tiny_clip
+):
+    """The driver (with the cluster it started) dies mid-run: what it committed stays, and the
+    next run, on another cluster, embeds only the rest."""
+    import contextlib
+    import subprocess
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    coll = tmp_path / "ray"
+    env = {**os.environ, "VTSEARCH_COMMIT_IMAGES": "4", "HF_HUB_OFFLINE": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(coll), str(many_photos), tiny_clip],
+        env=env,
+        start_new_session=True,  # its own group: the cluster it starts goes down with it
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    committed = 0
+    try:
+        deadline = time.time() + 180
+        while driver.poll() is None and time.time() < deadline:
+            if (coll / "catalog.db").exists():
+                cat = Catalog.open(coll, readonly=True)
+                with contextlib.suppress(OperationalError):  # its tables are being made
+                    committed = cat.counts().get("indexed", 0)
+                cat.close()
+                if committed >= 4:
+                    break
+            time.sleep(0.05)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    assert 4 <= committed < 36, f"the driver was not killed mid-run ({committed} committed)"
+    done = Catalog.open(coll, readonly=True).counts().get("indexed", 0)
+    again = Engine(coll).index(many_photos, batch_size=2, ray="auto")
+    assert again.embedded == 36 - done
+    Engine(tmp_path / "here", model=tiny_clip).index(many_photos, batch_size=2, workers=0)
+    assert_same_collection(tmp_path / "here", coll)

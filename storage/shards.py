@@ -455,7 +455,7 @@ class ShardedIndex:
 
     Searches go to every shard at once and their top-k are merged here. For IVF-PQ the merged
     scores are the shards' approximate ones; ``kind`` is ``"ivfpq"``, so the query path
-    (``search.retrieve``) asks for ``RESCORE_FACTOR * k`` candidates and re-scores them exactly
+    (``search.retrieve``) asks for ``search_depth`` candidates and re-scores them exactly
     on the catalog's vectors, as for one IVF-PQ index. A filtered search (``ids=``) sends each
     shard only the ids it holds (``id % n``), and each searches among them with its own id
     selector (``VectorIndex.search(ids=...)``): ``k`` results whenever ``k`` members are held.

@@ -57,3 +57,19 @@ def test_ivfpq_results_are_rescored_exactly_and_find_more_true_neighbours(tmp_pa
     exact, lossy = exact / len(queries), lossy / len(queries)
     assert exact >= lossy + 0.2, (exact, lossy)
     cat.close()
+
+
+def test_big_ivfpq_indexes_are_asked_for_more_candidates():
+    """Past a million vectors the codes keep less of the order (bench/scale.py): 16 x k."""
+    from vtsearch.search.retrieve import RESCORE_DEEP_FROM, RESCORE_FACTOR_DEEP
+
+    class Sized:
+        def __init__(self, kind: str, n: int) -> None:
+            self.kind, self.n = kind, n
+
+        def __len__(self) -> int:
+            return self.n
+
+    assert search_depth(Sized("ivfpq", RESCORE_DEEP_FROM - 1), 10) == 10 * RESCORE_FACTOR
+    assert search_depth(Sized("ivfpq", RESCORE_DEEP_FROM), 10) == 10 * RESCORE_FACTOR_DEEP
+    assert search_depth(Sized("hnsw", 10 * RESCORE_DEEP_FROM), 10) == 10

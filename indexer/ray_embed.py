@@ -123,6 +123,8 @@ def ray_embedded(
     Raises:
         RayError: the cluster cannot be reached, or failed the work (after Ray's own retries).
     """
+    if not paths:
+        return  # nothing to embed: no cluster work (nor a connection) needed
     connect(address)
     import ray
     import ray.data

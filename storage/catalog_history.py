@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from vtsearch.storage.schema import Commit, ImageRow, Meta, TextRow, TextTombstone, Tombstone
@@ -33,7 +33,7 @@ class History:
         """The current sequence number and its mark (None in catalogs older than schema 2)."""
         self.refresh_if_stale()
         with Session(self.engine) as s:
-            return _head(s)
+            return read_head(s)
 
     def mark_at(self, seq: int) -> str | None:
         """The mark this catalog gave sequence number ``seq``, or None when it has none."""
@@ -49,7 +49,7 @@ class History:
         else:
             row, tomb, live = TextRow, TextTombstone, True
         with Session(self.snapshot) as s, s.begin():
-            current, mark = _head(s)
+            current, mark = read_head(s)
             added = s.execute(
                 select(row.id, row.vec_seq, row.vector).where(row.vec_seq > seq, live)
             ).all()
@@ -81,6 +81,7 @@ class History:
         return nxt
 
 
-def _head(s: Session) -> tuple[int, str | None]:
+def read_head(s: Session | Connection) -> tuple[int, str | None]:
+    """The sequence number and mark a session or connection sees."""
     got = dict(s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(("seq", "mark")))).all())
     return (int(got["seq"]) if got.get("seq") else 0), got.get("mark")

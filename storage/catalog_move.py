@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select, text
 
 from vtsearch.errors import ConfigError
 from vtsearch.storage.catalog import Catalog
+from vtsearch.storage.catalog_history import read_head
 from vtsearch.storage.schema import Base
 from vtsearch.storage.server_db import (
     URL_FILE,
@@ -59,7 +60,7 @@ def move_to_server(folder: Path, url: str) -> MoveReport:
     try:
         with source.snapshot.connect() as src, engine.begin() as dst:
             held = dst.scalar(select(func.count()).select_from(Base.metadata.tables["images"]))
-            if held and _head(dst) == _head(src) and _head(src)[1] is not None:
+            if held and read_head(dst) == read_head(src) and read_head(src)[1] is not None:
                 # This very catalog, copied by a move killed before the folder recorded it
                 # (the same last commit and random mark): finish that move.
                 rows = {t.name: _count(dst, t) for t in Base.metadata.sorted_tables}
@@ -97,14 +98,6 @@ def move_to_server(folder: Path, url: str) -> MoveReport:
     for side in ("-wal", "-shm"):
         Path(str(db) + side).unlink(missing_ok=True)
     return MoveReport(redacted(target_url), rows, str(kept))
-
-
-def _head(con) -> tuple[str | None, str | None]:
-    meta = Base.metadata.tables["meta"]
-    got = dict(
-        con.execute(select(meta.c.key, meta.c.value).where(meta.c.key.in_(("seq", "mark")))).all()
-    )
-    return got.get("seq"), got.get("mark")
 
 
 def _count(con, table) -> int:

@@ -84,6 +84,12 @@ def iter_catalog_vectors(
     return seq, count, batches()
 
 
+def training_sample(catalog: Catalog, kind: str, spec: IndexSpec) -> np.ndarray:
+    """The catalog vectors an index of ``spec`` is trained on: 64 per inverted list, at least
+    50,000 (or all there are)."""
+    return _training_sample(catalog, kind, max(64 * spec.nlist, 50_000))
+
+
 def _training_sample(catalog: Catalog, kind: str, size: int, seed: int = 0) -> np.ndarray:
     """``size`` vectors drawn at random from the catalog (IVF training)."""
     from sqlalchemy import select
@@ -150,7 +156,7 @@ def rebuild(
         if count < spec.train_min():
             batches.close()
             raise ValueError(f"{count} vectors are too few to train a {spec.kind} index on")
-        vi.train(_training_sample(catalog, kind, max(64 * spec.nlist, 50_000)))
+        vi.train(training_sample(catalog, kind, spec))
     for ids, vecs in batches:
         vi.index.add_with_ids(vecs, ids)
     return vi

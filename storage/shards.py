@@ -166,12 +166,12 @@ def train_template(
     Every shard is a clone of it: shards that share the trained parts give each vector the same
     code, so their merged top-k is the one index's.
     """
-    from vtsearch.storage.rebuild import _training_sample
+    from vtsearch.storage.rebuild import training_sample
 
     template = VectorIndex(dim, spec)
     if template.is_trained:
         return template, 0
-    sample = _training_sample(catalog, kind, max(64 * spec.nlist, 50_000))
+    sample = training_sample(catalog, kind, spec)
     if len(sample) < spec.train_min():
         raise ConfigError(
             f"{len(sample)} vectors are too few to train a {spec.kind} index on; "

@@ -130,3 +130,16 @@ def catalog_url(request) -> str | None:
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("pg_url")
+
+
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs for one test module (a module fixture yields from it);
+    one this process already joined is left running."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_photo
+from conftest import make_photo, ray_cluster
 
 from vtsearch import Engine
 from vtsearch.errors import RayError
@@ -23,12 +23,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+    yield from ray_cluster()
 
 
 @pytest.fixture

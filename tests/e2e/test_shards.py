@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import ray_cluster
 
 ray = pytest.importorskip("ray")
 
@@ -70,12 +71,7 @@ def recall(got: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+    yield from ray_cluster()
 
 
 @pytest.fixture(scope="module")
